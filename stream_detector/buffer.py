@@ -1,0 +1,95 @@
+"""Bounded buffers between stages, each with a named policy.
+
+`FeatureRing` holds the last T-1 preprocessed frames and their cached spatial features so every frame
+is encoded once and reused by the T windows that contain it. `FrameQueue` sits between a camera's
+capture loop and inference: capture never waits; when full, the oldest frame is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from enum import Enum
+from typing import Generic, TypeVar
+
+import torch
+from torch import Tensor
+
+T = TypeVar("T")
+
+
+class DropPolicy(Enum):
+    DROP_OLDEST = "drop_oldest"  # keep the freshest frames: alerts should be about now
+    DROP_NEWEST = "drop_newest"  # keep continuity of what is queued, refuse the new frame
+
+
+class FeatureRing:
+    """The newest `capacity` (frame, features) pairs of one stream, oldest first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.frames: Tensor | None = None  # (k, 1, H, W)
+        self.features: Tensor | None = None  # (k, F, h, w)
+        self.seen = 0  # frames ever pushed; global index of the next frame
+
+    def __len__(self) -> int:
+        return 0 if self.frames is None else int(self.frames.shape[0])
+
+    def extend(self, frames: Tensor, features: Tensor) -> None:
+        """Append a chunk and keep only the newest `capacity` entries."""
+        if self.frames is None or self.features is None:
+            all_frames, all_features = frames, features
+        else:
+            all_frames = torch.cat([self.frames, frames])
+            all_features = torch.cat([self.features, features])
+        self.frames = all_frames[-self.capacity:]
+        self.features = all_features[-self.capacity:]
+        self.seen += int(frames.shape[0])
+
+    def clear(self) -> None:
+        self.frames = self.features = None
+        self.seen = 0
+
+
+class FrameQueue(Generic[T]):
+    """Thread-safe bounded queue that never blocks the producer; drops are counted by policy."""
+
+    def __init__(self, maxsize: int, policy: DropPolicy = DropPolicy.DROP_OLDEST) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be >= 1")
+        self.maxsize = maxsize
+        self.policy = policy
+        self.dropped = 0
+        self._items: deque[T] = deque()
+        self._cond = threading.Condition()
+
+    def put(self, item: T) -> bool:
+        """Add an item; returns False when an item (old or this one) was dropped to make room."""
+        with self._cond:
+            kept = True
+            if len(self._items) >= self.maxsize:
+                self.dropped += 1
+                kept = False
+                if self.policy is DropPolicy.DROP_NEWEST:
+                    return False
+                self._items.popleft()
+            self._items.append(item)
+            self._cond.notify()
+            return kept
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Oldest item, waiting up to `timeout` seconds; None if nothing arrived."""
+        with self._cond:
+            if not self._items and not self._cond.wait_for(lambda: bool(self._items), timeout):
+                return None
+            return self._items.popleft()
+
+    def get_all(self) -> list[T]:
+        with self._cond:
+            items = list(self._items)
+            self._items.clear()
+            return items
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)

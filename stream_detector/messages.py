@@ -1,0 +1,68 @@
+"""Small immutable messages passed between the stages of the data flow.
+
+Stages exchange only these; JSON appears only at the edges (sinks, store, CLI).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame as it left the camera, before any resizing."""
+
+    camera: str
+    index: int  # 0-based count of frames read from this source since it was opened
+    stream_time: float  # seconds into the stream (position for files, arrival for live sources)
+    wall_time: float  # time.time() when captured; for payloads only
+    mono_time: float  # time.monotonic() when captured; for latency and hysteresis
+    image: np.ndarray = field(repr=False)  # HxWx3 uint8 BGR
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box in source-frame pixels, right/bottom exclusive."""
+
+    x0: int
+    y0: int
+    x1: int
+    y1: int
+
+    def as_list(self) -> list[int]:
+        return [self.x0, self.y0, self.x1, self.y1]
+
+
+@dataclass(frozen=True)
+class FrameScore:
+    """The detector's verdict on one frame, causal: computed from this frame and earlier ones."""
+
+    camera: str
+    index: int
+    stream_time: float
+    wall_time: float
+    mono_time: float
+    score: float  # smoothed frame score in baseline units (0 ~ normal, threshold from calibration)
+    raw_score: float  # unsmoothed frame score
+    warmup: bool  # True while the window still contains padding (fewer than T frames seen)
+    cells: np.ndarray = field(repr=False)  # (rows, cols) per-cell scores against the baseline
+    box: Box | None = None  # bounding box of the cells over the threshold, if any
+
+
+@dataclass(frozen=True)
+class Event:
+    """A start/update/end of one anomaly on one camera."""
+
+    id: str
+    camera: str
+    type: str  # "start" | "update" | "end"
+    start_wall: float
+    start_stream: float
+    end_wall: float | None
+    end_stream: float | None
+    peak_score: float
+    peak_index: int
+    box: Box | None
+    score: float  # latest score when the event was emitted

@@ -1,0 +1,67 @@
+"""Writes a model directory: the TorchScript detector (network + baseline + calibration) and metadata.json.
+
+The metadata records what the model expects (working size, window, grid) and a checksum of the
+TorchScript file, so a loader can refuse a directory that does not fit before running anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stream_detector.model.network import SpacetimeDetector
+
+FORMAT = "stream-detector-model"
+FORMAT_VERSION = 1
+MODEL_FILE = "model.pt"
+METADATA_FILE = "metadata.json"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path) -> Path:
+    """Script the detector, check it against eager on a random window, and write the directory."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    detector = detector.cpu().eval()
+    with warnings.catch_warnings():  # TorchScript is our deployment format, deprecated or not
+        warnings.simplefilter("ignore", DeprecationWarning)
+        scripted = torch.jit.script(detector)
+    _check_same(detector, scripted, metadata)
+    model_path = out_dir / MODEL_FILE
+    tmp = model_path.with_suffix(".pt.tmp")
+    scripted.save(str(tmp))
+    os.replace(tmp, model_path)
+    meta = dict(metadata)
+    meta["format"] = FORMAT
+    meta["format_version"] = FORMAT_VERSION
+    meta["files"] = {MODEL_FILE: {"sha256": sha256_of(model_path), "bytes": model_path.stat().st_size}}
+    tmp_meta = out_dir / (METADATA_FILE + ".tmp")
+    tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp_meta, out_dir / METADATA_FILE)
+    return out_dir
+
+
+@torch.no_grad()
+def _check_same(eager: SpacetimeDetector, scripted: torch.jit.ScriptModule, meta: dict[str, Any]) -> None:
+    width, height = meta["working_size"]
+    steps = meta["window"] - 1
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.rand(steps + 1, 1, height, width, generator=gen) * 2 - 1
+    feats = eager.encode(frames)
+    ctx = feats[None, :steps]
+    a = eager(ctx, frames[None, steps - 1], frames[None, steps])
+    b = scripted(ctx, frames[None, steps - 1], frames[None, steps])
+    if not torch.allclose(a.cell_score, b.cell_score, rtol=1e-4, atol=1e-4):
+        raise RuntimeError("TorchScript export disagrees with the eager model")

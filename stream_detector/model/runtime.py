@@ -1,0 +1,140 @@
+"""Loading a model directory for scoring: checks metadata, checksum and shapes, then picks a device.
+
+Only TorchScript and JSON are read; nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stream_detector.errors import ModelError, SourceError
+from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, sha256_of
+from stream_detector.slicer import SpacetimeSlicer
+
+REQUIRED = ("working_size", "window", "cell", "cell_stride", "grid", "pretext", "smoothing", "fps",
+            "calibration", "files")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    module: torch.jit.ScriptModule
+    metadata: dict[str, Any]
+    device: torch.device
+    slicer: SpacetimeSlicer
+    path: Path
+
+    @property
+    def pretext(self) -> str:
+        return str(self.metadata["pretext"])
+
+    @property
+    def smoothing(self) -> float:
+        return float(self.metadata["smoothing"])
+
+    def threshold(self, false_alarms_per_hour: float) -> float:
+        return threshold_for(self.metadata["calibration"], false_alarms_per_hour)
+
+    def check_source(self, width: int, height: int, name: str) -> None:
+        """Refuse a source whose aspect differs from the training footage's by more than 10%."""
+        w, h = self.metadata["working_size"]
+        if abs((width / height) / (w / h) - 1) > 0.10:
+            raise SourceError(f"{name}: resolution {width}x{height} does not fit model {self.path} "
+                              f"(trained at aspect {w}:{h}; fit a model for this camera)")
+
+
+def threshold_for(calibration: dict[str, Any], false_alarms_per_hour: float) -> float:
+    """Score threshold expected to give `false_alarms_per_hour` alarms on normal footage.
+
+    The calibration fitted log(alarm onsets per hour above u) = a - u / beta on normal footage.
+    When that footage is too short to observe the target rate (under 1/rate hours), the threshold is
+    also kept at or above `floor`, the highest smoothed score seen on it.
+    """
+    if false_alarms_per_hour <= 0:
+        raise ValueError("false_alarms_per_hour must be > 0")
+    u = calibration["beta"] * (calibration["a"] - math.log(false_alarms_per_hour))
+    if false_alarms_per_hour * calibration.get("normal_hours", 0.0) < 1.0:
+        u = max(u, calibration["floor"])
+    return float(u)
+
+
+def pick_device(name: str) -> torch.device:
+    """'auto' -> CUDA when present, else CPU; 'cuda' without a GPU is a ModelError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' requested but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise ModelError(f"device {name!r}: expected auto, cpu or cuda")
+    return torch.device(name)
+
+
+def read_metadata(model_dir: Path) -> dict[str, Any]:
+    if not model_dir.is_dir():
+        raise ModelError(f"{model_dir}: model directory not found")
+    meta_path = model_dir / METADATA_FILE
+    try:
+        meta = json.loads(meta_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{model_dir}: no {METADATA_FILE} (not a model directory?)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_path}: unreadable metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ModelError(f"{meta_path}: not a stream-detector model (format field missing)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
+                         f"(this build reads {FORMAT_VERSION})")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ModelError(f"{meta_path}: metadata lacks {', '.join(missing)}")
+    return meta
+
+
+def load(model_dir: Path, device: str = "auto") -> LoadedModel:
+    """Load and verify a model directory; every problem is a one-line ModelError."""
+    model_dir = Path(model_dir)
+    meta = read_metadata(model_dir)
+    model_path = model_dir / MODEL_FILE
+    if not model_path.is_file():
+        raise ModelError(f"{model_dir}: {MODEL_FILE} is missing")
+    expected = meta["files"].get(MODEL_FILE, {}).get("sha256")
+    if sha256_of(model_path) != expected:
+        raise ModelError(f"{model_path}: checksum does not match metadata (truncated or replaced file)")
+    dev = pick_device(device)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            module = torch.jit.load(str(model_path), map_location=dev)
+    except (RuntimeError, ValueError) as exc:
+        raise ModelError(f"{model_path}: not a loadable TorchScript file ({str(exc).splitlines()[0]})") from None
+    module.eval()
+    width, height = meta["working_size"]
+    slicer = SpacetimeSlicer(width, height, meta["window"], meta["cell"], meta["cell_stride"])
+    _check_shapes(module, meta, slicer, model_path, dev)
+    return LoadedModel(module, meta, dev, slicer, model_dir)
+
+
+@torch.no_grad()
+def _check_shapes(module: Any, meta: dict[str, Any], slicer: SpacetimeSlicer, path: Path,
+                  device: torch.device) -> None:
+    rows, cols = slicer.grid
+    if list(meta["grid"]) != [rows, cols] or tuple(module.center.shape) != (rows, cols):
+        raise ModelError(f"{path}: baseline grid {tuple(module.center.shape)} does not match metadata "
+                         f"grid {tuple(meta['grid'])} for {slicer.width}x{slicer.height}")
+    steps = slicer.window - 1
+    frames = torch.zeros(steps + 1, 1, slicer.height, slicer.width, device=device)
+    try:
+        feats = module.encode(frames)
+        out = module(feats[None, :steps], frames[None, steps - 1], frames[None, steps])
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: model does not accept its declared input "
+                         f"({slicer.width}x{slicer.height}, window {slicer.window}): "
+                         f"{str(exc).splitlines()[0]}") from None
+    if tuple(out[2].shape) != (1, rows, cols):
+        raise ModelError(f"{path}: model output grid {tuple(out[2].shape[1:])} != metadata {(rows, cols)}")

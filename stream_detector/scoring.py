@@ -1,0 +1,119 @@
+"""Scoring: windows of preprocessed frames -> per-cell scores against the baseline -> frame score.
+
+Causal by construction: the window for frame t holds frames <= t only (the slicer pads the first
+windows with frame 0), and smoothing is an exponential moving average over past scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from stream_detector.buffer import FeatureRing
+from stream_detector.slicer import SpacetimeSlicer
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Scores of a run of consecutive frames of one stream."""
+
+    first_index: int
+    cell_error: np.ndarray  # (n, rows, cols) raw per-cell error
+    cell_score: np.ndarray  # (n, rows, cols) against the baseline
+    raw_score: np.ndarray  # (n,) top-k cell score
+    score: np.ndarray  # (n,) causally smoothed frame score
+    warmup: np.ndarray  # (n,) bool, window still padded with frame 0
+
+
+def context_offsets(window: int, pretext: str) -> tuple[list[int], int]:
+    """Which window positions feed the model as context, and which one is the residual base.
+
+    "predict": frames t-T+1..t-1 predict frame t (t itself never seen by the model);
+    "reconstruct": frames t-T+2..t, including t, reconstruct frame t.
+    """
+    if pretext == "predict":
+        return list(range(window - 1)), window - 2
+    return list(range(1, window)), window - 1
+
+
+class WindowScorer:
+    """Scores one stream chunk by chunk; every frame is encoded exactly once.
+
+    `detector` is the exported module (TorchScript) or its eager twin: anything with `encode` and a
+    forward(context, last, target) returning (prediction, cell_error, cell_score, frame_score).
+    """
+
+    def __init__(self, detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
+                 device: torch.device, chunk: int = 32) -> None:
+        self.detector = detector
+        self.slicer = slicer
+        self.context, self.last = context_offsets(slicer.window, pretext)
+        self.smoothing = smoothing
+        self.device = device
+        self.chunk = chunk
+        self.ring = FeatureRing(slicer.window - 1)
+        self._ema: float | None = None
+
+    def reset(self) -> None:
+        """Forget the stream (after a reconnect the old frames are no longer its past)."""
+        self.ring.clear()
+        self._ema = None
+
+    @torch.no_grad()
+    def push(self, frames: np.ndarray) -> ScoreBatch:
+        """Score (n, H, W) float32 preprocessed frames that follow the ones pushed before."""
+        first = self.ring.seen
+        parts = [self._push_chunk(frames[i:i + self.chunk]) for i in range(0, len(frames), self.chunk)]
+        cell_error = np.concatenate([p[0] for p in parts])
+        cell_score = np.concatenate([p[1] for p in parts])
+        raw = np.concatenate([p[2] for p in parts])
+        smooth = np.empty_like(raw)
+        for i, value in enumerate(raw):
+            self._ema = float(value) if self._ema is None else (
+                self.smoothing * float(value) + (1 - self.smoothing) * self._ema)
+            smooth[i] = self._ema
+        idx = np.arange(first, first + len(raw))
+        warmup = idx < self.slicer.window - 1
+        return ScoreBatch(first, cell_error, cell_score, raw, smooth, warmup)
+
+    def _push_chunk(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None].to(self.device)
+        feats = self.detector.encode(x)
+        history = len(self.ring)
+        offset = self.ring.seen - history  # global index of all_x[0]
+        if history:
+            assert self.ring.frames is not None and self.ring.features is not None
+            all_x = torch.cat([self.ring.frames, x])
+            all_f = torch.cat([self.ring.features, feats])
+        else:
+            all_x, all_f = x, feats
+        targets = range(self.ring.seen, self.ring.seen + len(frames))
+        windows = torch.tensor([self.slicer.window_indices(t) for t in targets], device=self.device)
+        windows = windows - offset
+        ctx = all_f[windows[:, self.context]]  # (n, T-1, F, h, w)
+        out = self.detector(ctx, all_x[windows[:, self.last]], all_x[windows[:, -1]])
+        self.ring.extend(x, feats)
+        return (out[1].cpu().numpy(), out[2].cpu().numpy(), out[3].cpu().numpy())
+
+
+def score_frames(detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
+                 device: torch.device, frames: np.ndarray) -> ScoreBatch:
+    """Score a whole clip from its first frame."""
+    return WindowScorer(detector, slicer, pretext, smoothing, device).push(frames)
+
+
+def firing_cells(cell_score: np.ndarray, threshold: float) -> np.ndarray:
+    """Cells over the threshold; if none (a smoothed frame score can exceed it alone), the top cell."""
+    mask = cell_score > threshold
+    if not mask.any():
+        mask = np.zeros_like(mask)
+        mask[np.unravel_index(int(np.argmax(cell_score)), cell_score.shape)] = True
+    return mask
+
+
+def as_tensor(a: np.ndarray) -> Tensor:
+    return torch.from_numpy(np.ascontiguousarray(a))

@@ -1,0 +1,138 @@
+"""The network, its TorchScript export, causality of scoring, baseline statistics and calibration."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import build_detector, tiny_config
+from stream_detector.errors import ModelError
+from stream_detector.model import runtime
+from stream_detector.model.export import MODEL_FILE, METADATA_FILE
+from stream_detector.scoring import WindowScorer, score_frames
+from stream_detector.train import cell_baseline, ema, fit_tail, frame_scores, onset_rate
+
+
+def frames(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 48, 64)).astype(np.float32)
+
+
+def test_cell_errors_match_brute_force_means() -> None:
+    det, slicer = build_detector(tiny_config(width=70, height=48))
+    err = torch.rand(2, 1, 48, 70)
+    cells = det.cell_errors(err)
+    y0, y1, x0, x1 = slicer.cell_edges()
+    for r in range(slicer.grid[0]):
+        for c in range(slicer.grid[1]):
+            want = err[1, 0, y0[r]:y1[r], x0[c]:x1[c]].mean()
+            assert float(cells[1, r, c]) == pytest.approx(float(want), rel=1e-4, abs=1e-6)
+
+
+@pytest.mark.parametrize("pretext", ["predict", "reconstruct"])
+def test_scores_are_causal(pretext: str) -> None:
+    det, slicer = build_detector(tiny_config(pretext=pretext))
+    a, b = frames(20, seed=1), frames(20, seed=2)
+    b[:12] = a[:12]  # same past, different future from frame 12 on
+    sa = score_frames(det, slicer, pretext, 0.5, torch.device("cpu"), a)
+    sb = score_frames(det, slicer, pretext, 0.5, torch.device("cpu"), b)
+    np.testing.assert_allclose(sa.score[:12], sb.score[:12], rtol=1e-5)
+    assert not np.allclose(sa.score[12:], sb.score[12:])
+
+
+def test_chunked_streaming_equals_whole_clip() -> None:
+    det, slicer = build_detector(tiny_config())
+    x = frames(25)
+    whole = score_frames(det, slicer, "predict", 0.5, torch.device("cpu"), x)
+    live = WindowScorer(det, slicer, "predict", 0.5, torch.device("cpu"), chunk=4)
+    parts = [live.push(x[i:i + 3]) for i in range(0, 25, 3)]
+    np.testing.assert_allclose(np.concatenate([p.score for p in parts]), whole.score, rtol=1e-5, atol=1e-6)
+    assert whole.warmup.tolist() == [True] * 3 + [False] * 22
+
+
+def test_torchscript_round_trip_matches_eager(tmp_path: Path) -> None:
+    det, slicer = build_detector(tiny_config())
+    scripted = torch.jit.script(det)
+    x = torch.from_numpy(frames(4))[:, None]
+    feats = det.encode(x)
+    args = (feats[None, :3], x[None, 2], x[None, 3])
+    eager = det(*args)
+    torch.testing.assert_close(scripted(*args).cell_score, eager.cell_score)
+    path = tmp_path / "m.pt"
+    scripted.save(str(path))
+    loaded = torch.jit.load(str(path))
+    torch.testing.assert_close(loaded.encode(x), feats)
+    torch.testing.assert_close(loaded(*args).frame_score, eager.frame_score)
+
+
+def test_load_checks_metadata_and_checksum(tiny_model_dir: Path) -> None:
+    model = runtime.load(tiny_model_dir, "cpu")
+    assert model.slicer.grid == (5, 7)
+    meta_path = tiny_model_dir / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+
+    meta_path.write_text(json.dumps({**meta, "grid": [9, 9]}))
+    with pytest.raises(ModelError, match="does not match metadata grid"):
+        runtime.load(tiny_model_dir, "cpu")
+    meta_path.write_text(json.dumps({**meta, "working_size": [96, 48]}))
+    with pytest.raises(ModelError, match="does not match"):
+        runtime.load(tiny_model_dir, "cpu")
+    meta_path.write_text(json.dumps({**meta, "format_version": 99}))
+    with pytest.raises(ModelError, match="format_version 99 is not supported"):
+        runtime.load(tiny_model_dir, "cpu")
+    meta_path.write_text(json.dumps(meta))
+    model_file = tiny_model_dir / MODEL_FILE
+    model_file.write_bytes(model_file.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="checksum does not match"):
+        runtime.load(tiny_model_dir, "cpu")
+
+
+def test_load_missing_and_foreign_directories(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="model directory not found"):
+        runtime.load(tmp_path / "nothing")
+    with pytest.raises(ModelError, match="no metadata.json"):
+        runtime.load(tmp_path)
+    (tmp_path / METADATA_FILE).write_text("{not json")
+    with pytest.raises(ModelError, match="unreadable metadata"):
+        runtime.load(tmp_path)
+
+
+def test_wrong_aspect_source_is_refused(tiny_model_dir: Path) -> None:
+    model = runtime.load(tiny_model_dir, "cpu")
+    model.check_source(640, 480, "cam")  # same 4:3 aspect
+    with pytest.raises(Exception, match="does not fit model"):
+        model.check_source(1920, 1080, "cam")
+
+
+def test_baseline_statistics_per_cell() -> None:
+    rng = np.random.default_rng(0)
+    errors = np.stack([rng.normal(1.0, 0.1, 5000), rng.normal(5.0, 2.0, 5000)], 1).reshape(5000, 1, 2)
+    center, scale = cell_baseline(errors, "mean_std", floor=0.0)
+    np.testing.assert_allclose(center[0], [1.0, 5.0], atol=0.1)
+    np.testing.assert_allclose(scale[0], [0.1, 2.0], rtol=0.1)
+    _, floored = cell_baseline(errors, "mean_std", floor=1.0)  # at least the median scale (1.05)
+    assert floored[0, 0] == pytest.approx(np.median(scale), rel=1e-3)
+    med, q = cell_baseline(errors, "quantile", floor=0.0)
+    assert med[0, 1] == pytest.approx(5.0, abs=0.1) and q[0, 1] == pytest.approx(2.0 * 2.326, rel=0.1)
+
+
+def test_frame_scores_topk_and_causal_ema() -> None:
+    cells = np.array([[[1.0, 9.0], [3.0, 5.0]]])
+    assert frame_scores(cells, 1)[0] == 9.0 and frame_scores(cells, 2)[0] == 7.0
+    np.testing.assert_allclose(ema(np.array([0.0, 10.0, 10.0]), 0.5), [0.0, 5.0, 7.5])
+
+
+def test_calibration_threshold_falls_with_more_allowed_alarms() -> None:
+    rng = np.random.default_rng(1)
+    scores = [rng.exponential(1.0, 36000)]  # one hour at 10 fps
+    cal = fit_tail(scores, fps=10.0)
+    lo, hi = runtime.threshold_for(cal, 100.0), runtime.threshold_for(cal, 1.0)
+    assert hi > lo
+    assert onset_rate(scores, lo, 10.0) == pytest.approx(100.0, rel=0.5)
+    short = {**cal, "normal_hours": 0.1}  # too short to see 1 alarm/h: never below the max seen
+    assert runtime.threshold_for(short, 1.0) >= cal["floor"]
+    with pytest.raises(ValueError):
+        runtime.threshold_for(cal, 0)
+    assert math.isfinite(hi)
