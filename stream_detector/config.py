@@ -149,3 +149,151 @@ def load_detector_config(path: Path | None, overrides: dict[str, Any] | None = N
         where = f"{path}: detector"
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return from_mapping(DetectorConfig, data, where)
+
+
+# --- The daemon's configuration (stream-detector run / check-config) ----------------------------
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "stream-detector"
+    client_id: str = ""  # empty: "stream-detector-<hostname>"
+    username: str = ""
+    password: str = ""
+    qos: int = 1
+    keepalive: int = 30
+    tls_ca_file: str = ""  # set to enable TLS
+    tls_cert_file: str = ""  # client certificate (optional, with tls_key_file)
+    tls_key_file: str = ""
+    tls_insecure: bool = False  # skip hostname check (self-signed lab brokers only)
+    homeassistant_prefix: str = ""  # e.g. "homeassistant": publish discovery configs there
+    score_interval: float = 1.0  # seconds between <prefix>/<camera>/score messages
+
+    def __post_init__(self) -> None:
+        _check(bool(self.host), "host", "must not be empty")
+        _check(0 < self.port < 65536, "port", "must be in 1..65535")
+        _check(bool(self.topic_prefix) and not any(c in self.topic_prefix for c in "#+"),
+               "topic_prefix", "must be non-empty without '#' or '+'")
+        _check(self.qos in (0, 1, 2), "qos", "must be 0, 1 or 2")
+        _check(5 <= self.keepalive <= 3600, "keepalive", "must be in 5..3600")
+        _check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file",
+               "set tls_cert_file and tls_key_file together")
+        _check(self.score_interval >= 0, "score_interval", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9108  # 0 = pick a free port (logged); tests use it
+    ready_after: float = 10.0  # /readyz fails if a camera has not scored a frame for this long
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port < 65536, "port", "must be in 0..65535")
+        _check(self.ready_after > 0, "ready_after", "must be > 0")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = "var/stream-detector"  # events.sqlite and snapshots/ live here
+    snapshots: bool = True
+    keep_days: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(bool(self.path), "path", "must not be empty")
+        _check(self.keep_days > 0, "keep_days", "must be > 0")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+
+    def __post_init__(self) -> None:
+        _check(self.level in ("debug", "info", "warning", "error"), "level",
+               "must be debug, info, warning or error")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str  # rtsp://, http(s)://, tcp://, udp://, a file path, or a USB device index ("0")
+    model: str = ""  # model directory; empty = the committed demo model
+    enabled: bool = True
+    realtime: bool = True  # files: pace at their native frame rate (False: as fast as possible)
+    loop: bool = False  # files: start again at the end
+    fps_limit: float = 0.0  # 0 = every frame; else score at most this many frames per second
+    width: int = 0  # override the resize target of the source (0 = model's working size)
+    height: int = 0
+    false_alarms_per_hour: float = 1.0  # threshold, as a target false alarm rate on normal footage
+    min_duration: float = 0.5  # seconds over threshold before an event starts
+    cooldown: float = 3.0  # seconds under the low threshold before it ends
+    low_threshold_ratio: float = 0.8  # hysteresis: low threshold = ratio x threshold
+    update_interval: float = 5.0  # seconds between event updates
+    stale_after: float = 10.0  # seconds without a frame before the stream counts as lost
+    queue_size: int = 16  # frames between capture and scoring; the oldest are dropped when full
+    ignore: tuple[tuple[tuple[float, float], ...], ...] = ()  # polygons in source pixels [[x,y],...]
+    snapshot: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.source), "source", "must not be empty")
+        _check(self.fps_limit >= 0, "fps_limit", "must be >= 0")
+        _check((self.width == 0) == (self.height == 0), "width", "set width and height together")
+        _check(self.false_alarms_per_hour > 0, "false_alarms_per_hour", "must be > 0")
+        _check(self.min_duration >= 0, "min_duration", "must be >= 0")
+        _check(self.cooldown >= 0, "cooldown", "must be >= 0")
+        _check(0 < self.low_threshold_ratio <= 1, "low_threshold_ratio", "must be in (0, 1]")
+        _check(self.update_interval > 0, "update_interval", "must be > 0")
+        _check(self.stale_after > 0, "stale_after", "must be > 0")
+        _check(1 <= self.queue_size <= 1024, "queue_size", "must be in 1..1024")
+        for i, poly in enumerate(self.ignore):
+            _check(len(poly) >= 3, f"ignore[{i}]", "a polygon needs at least 3 points")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    cameras: dict[str, CameraConfig]
+    mqtt: MqttConfig | None = None  # None: events go to the store and stdout only
+    metrics: MetricsConfig = MetricsConfig()
+    storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = LoggingConfig()
+    device: str = "auto"  # auto | cpu | cuda
+    path: str = ""  # the file it came from, for messages and SIGHUP reloads
+
+    def __post_init__(self) -> None:
+        _check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+        _check(bool(self.cameras), "cameras", "configure at least one camera")
+
+
+CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
+    """Validate a parsed TOML document; `where` (the file) prefixes every message."""
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "cameras"}
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: {unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+    cams = doc.get("cameras")
+    if not isinstance(cams, dict) or not cams:
+        raise ConfigError(f"{where}: cameras: configure at least one camera ([cameras.NAME] source = ...)")
+    cameras = {}
+    for name, table in cams.items():
+        if not set(name) <= CAMERA_NAME_CHARS:
+            raise ConfigError(f"{where}: cameras.{name}: camera names use letters, digits, '_' and '-' only")
+        cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}")
+    device = doc.get("device", "auto")
+    if device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
+    return DaemonConfig(
+        cameras={k: v for k, v in cameras.items() if v.enabled},
+        mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt") if "mqtt" in doc else None,
+        metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics"),
+        storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),
+        logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging"),
+        device=device,
+        path=where,
+    )
+
+
+def load_daemon_config(path: Path) -> DaemonConfig:
+    return parse_daemon_config(read_toml(path), str(path))
