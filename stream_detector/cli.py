@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -19,6 +20,9 @@ DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "vtest"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # OpenCV and FFmpeg would print their own warnings for unreadable input; our one line says it.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     parser = _parser()
     args = parser.parse_args(argv)
     try:

@@ -62,12 +62,12 @@ class DetectorConfig:
         _check(1 <= self.top_k <= 64, "top_k", "must be in 1..64")
 
     def working_size(self, source_width: int, source_height: int) -> tuple[int, int]:
-        """(width, height) used for a source; auto sizes keep the aspect, multiples of 16."""
+        """(width, height) used for a source; auto sizes keep the aspect, multiples of 8."""
         if self.width:
             return self.width, self.height
         scale = self.long_side / max(source_width, source_height)
         def snap(v: float) -> int:
-            return max(32, int(round(v / 16)) * 16)
+            return max(32, int(round(v / 8)) * 8)
         return snap(source_width * scale), snap(source_height * scale)
 
 

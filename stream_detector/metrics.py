@@ -1,0 +1,327 @@
+"""Prometheus metrics on an injected registry, and the small HTTP server for /metrics, /healthz, /readyz.
+
+The daemon reports what happens through `Metrics` methods; nothing here reads global state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("start", "update", "end")
+# Capture -> scored/published spans queueing plus one model call: milliseconds on a GPU, seconds on
+# a busy CPU. The buckets cover both so p95 stays meaningful either way.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+PREFIX = "stream_detector_"
+
+
+class Metrics:
+    """Every stream-detector metric, registered on `registry` (tests pass a fresh one).
+
+    Per-camera series are created at a camera's first mention, so rates and ratios exist from the
+    start instead of appearing with the first drop or event, and `camera_removed` deletes them all.
+    """
+
+    def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.monotonic,
+                 fps_weight: float = 0.1) -> None:
+        self.registry = registry
+        self._clock = clock
+        self._fps_weight = fps_weight  # EWMA weight of the newest frame interval
+        self._lock = threading.Lock()
+        self._cameras: set[str] = set()
+        self._last_frame: dict[str, float] = {}  # camera -> monotonic time of the previous frame
+        self._interval: dict[str, float] = {}  # camera -> smoothed frame interval, seconds
+        self._last_scored: dict[str, float] = {}  # camera -> monotonic time of the last score
+        self._loaded_state: dict[str, bool] = {}
+        self._up_state: dict[str, bool] = {}
+
+        def counter(name: str, doc: str, labels: tuple[str, ...] = ("camera",)) -> Counter:
+            return Counter(PREFIX + name, doc, labels, registry=registry)
+
+        def gauge(name: str, doc: str, labels: tuple[str, ...] = ("camera",)) -> Gauge:
+            return Gauge(PREFIX + name, doc, labels, registry=registry)
+
+        def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(PREFIX + name, doc, labels, registry=registry, buckets=buckets)
+
+        self._frames_read = counter("frames_read", "Frames decoded from the camera.")
+        self._frames_dropped = counter(
+            "frames_dropped", "Frames read but discarded because the scoring queue was full.")
+        self._frames_scored = counter("frames_scored", "Frames scored by the model.")
+        self._reconnects = counter("reconnects", "Attempts to reopen a lost or failed stream.")
+        self._events = counter("events", "Anomaly events emitted, by type (start, update, end).",
+                               ("camera", "type"))
+        self._stream_up = gauge("stream_up", "1 while the camera delivers frames, else 0.")
+        self._anomaly_score = gauge("anomaly_score", "Latest smoothed anomaly score (baseline units).")
+        self._anomaly_active = gauge("anomaly_active", "1 while an anomaly event is open, else 0.")
+        self._capture_fps = gauge("capture_fps", "Frames read per second (EWMA of frame intervals).")
+        self._queue_depth = gauge("queue_depth", "Frames waiting between capture and scoring.")
+        self._model_loaded = gauge("model_loaded", "1 once the camera's model is loaded and checked.")
+        self._scoring_latency = histogram(
+            "scoring_latency_seconds", "Seconds from frame capture to its score.", ("camera",),
+            LATENCY_BUCKETS)
+        self._event_latency = histogram(
+            "event_latency_seconds", "Seconds from capture of the triggering frame to event publication.",
+            ("camera",), LATENCY_BUCKETS)
+        self._inference = histogram(
+            "inference_seconds", "Seconds per model call (one batch).", ("device",), INFERENCE_BUCKETS)
+        self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker, else 0.", ())
+        self._publish_failures = counter("mqtt_publish_failures", "MQTT publishes that failed.", ())
+        self._per_camera: tuple[Counter | Gauge | Histogram, ...] = (
+            self._frames_read, self._frames_dropped, self._frames_scored, self._reconnects,
+            self._stream_up, self._anomaly_score, self._anomaly_active, self._capture_fps,
+            self._queue_depth, self._model_loaded, self._scoring_latency, self._event_latency)
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+
+    # --- cameras -------------------------------------------------------------------------------
+
+    def camera_added(self, camera: str) -> None:
+        """Create the camera's series at zero (idempotent; every per-camera method calls it)."""
+        with self._lock:
+            if camera in self._cameras:
+                return
+            self._cameras.add(camera)
+            self._up_state.setdefault(camera, False)
+            self._loaded_state.setdefault(camera, False)
+        for metric in self._per_camera:
+            metric.labels(camera)
+        for kind in EVENT_TYPES:
+            self._events.labels(camera, kind)
+
+    def camera_removed(self, camera: str) -> None:
+        """Forget a camera (config reload): its series vanish instead of freezing at old values."""
+        with self._lock:
+            if camera not in self._cameras:
+                return
+            self._cameras.discard(camera)
+            for state in (self._last_frame, self._interval, self._last_scored, self._loaded_state,
+                          self._up_state):
+                state.pop(camera, None)
+        for metric in self._per_camera:
+            metric.remove(camera)
+        for kind in EVENT_TYPES:
+            self._events.remove(camera, kind)
+
+    # --- capture -------------------------------------------------------------------------------
+
+    def frame_read(self, camera: str) -> None:
+        self.camera_added(camera)
+        self._frames_read.labels(camera).inc()
+        now = self._clock()
+        with self._lock:
+            last = self._last_frame.get(camera)
+            self._last_frame[camera] = now
+            if last is None:
+                return
+            step = now - last
+            prev = self._interval.get(camera)
+            interval = step if prev is None else prev + self._fps_weight * (step - prev)
+            self._interval[camera] = interval
+        if interval > 0:
+            self._capture_fps.labels(camera).set(1.0 / interval)
+
+    def fps(self, camera: str) -> float:
+        """Current capture rate (0 until two frames have arrived since the stream came up)."""
+        with self._lock:
+            interval = self._interval.get(camera)
+        return 1.0 / interval if interval else 0.0
+
+    def frame_dropped(self, camera: str, n: int = 1) -> None:
+        self.camera_added(camera)
+        self._frames_dropped.labels(camera).inc(n)
+
+    def stream_state(self, camera: str, up: bool) -> None:
+        """Record a stream coming up or going down; an outage must not count as a long frame interval."""
+        self.camera_added(camera)
+        self._stream_up.labels(camera).set(1 if up else 0)
+        with self._lock:
+            self._up_state[camera] = up
+            if not up:
+                self._last_frame.pop(camera, None)
+                self._interval.pop(camera, None)
+        if not up:
+            self._capture_fps.labels(camera).set(0)
+
+    def reconnecting(self, camera: str) -> None:
+        self.camera_added(camera)
+        self._reconnects.labels(camera).inc()
+
+    def queue_depth(self, camera: str, n: int) -> None:
+        self.camera_added(camera)
+        self._queue_depth.labels(camera).set(n)
+
+    # --- model and scoring ---------------------------------------------------------------------
+
+    def model_state(self, camera: str, loaded: bool) -> None:
+        self.camera_added(camera)
+        self._model_loaded.labels(camera).set(1 if loaded else 0)
+        with self._lock:
+            self._loaded_state[camera] = loaded
+
+    def inference(self, device: str, seconds: float) -> None:
+        self._inference.labels(device).observe(seconds)
+
+    def scored(self, camera: str, score: float, latency_s: float) -> None:
+        """One frame scored: `latency_s` is monotonic time from its capture to now."""
+        self.camera_added(camera)
+        self._frames_scored.labels(camera).inc()
+        self._anomaly_score.labels(camera).set(score)
+        self._scoring_latency.labels(camera).observe(latency_s)
+        with self._lock:
+            self._last_scored[camera] = self._clock()
+
+    def event(self, camera: str, type: str, latency_s: float | None = None) -> None:
+        """An event was published; `latency_s` is None when the capture time is unknown."""
+        if type not in EVENT_TYPES:
+            raise ValueError(f"event type must be one of {EVENT_TYPES}, got {type!r}")
+        self.camera_added(camera)
+        self._events.labels(camera, type).inc()
+        self._anomaly_active.labels(camera).set(0 if type == "end" else 1)
+        if latency_s is not None:
+            self._event_latency.labels(camera).observe(latency_s)
+
+    # --- MQTT ----------------------------------------------------------------------------------
+
+    def mqtt_state(self, connected: bool) -> None:
+        self._mqtt_connected.set(1 if connected else 0)
+
+    def publish_failed(self) -> None:
+        self._publish_failures.inc()
+
+    # --- readiness -----------------------------------------------------------------------------
+
+    def readiness(self, ready_after: float) -> tuple[bool, dict[str, Any]]:
+        """Ready when every camera has a model and scored a frame in the last `ready_after` seconds.
+
+        Shaped for `HealthServer(readiness=...)`; the detail says which camera holds readiness back.
+        """
+        now = self._clock()
+        with self._lock:
+            cameras = sorted(self._cameras)
+            detail = {}
+            for cam in cameras:
+                last = self._last_scored.get(cam)
+                age = None if last is None else round(now - last, 3)
+                detail[cam] = {
+                    "stream_up": self._up_state.get(cam, False),
+                    "model_loaded": self._loaded_state.get(cam, False),
+                    "seconds_since_scored": age,
+                    "ready": self._loaded_state.get(cam, False) and age is not None and age <= ready_after,
+                }
+        ok = bool(cameras) and all(d["ready"] for d in detail.values())
+        return ok, {"cameras": detail}
+
+
+Readiness = Callable[[], tuple[bool, dict[str, Any]]]
+
+
+class HealthServer:
+    """Serves /metrics, /healthz (the process answers) and /readyz (the callback's verdict).
+
+    A stdlib threading server: scrapes and probes are rare, and it adds no dependency.
+    """
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, readiness: Readiness) -> None:
+        self.host = host
+        self._requested_port = port
+        self.registry = registry
+        self.readiness = readiness
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (the real one when constructed with port 0)."""
+        if self._server is None:
+            raise RuntimeError("HealthServer is not started")
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        server_cls = _Server6 if ":" in self.host else _Server
+        self._server = server_cls((self.host, self._requested_port), _handler_for(self))
+        self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-server",
+                                        daemon=True)
+        self._thread.start()
+        log.info("metrics: serving http://%s:%d/metrics", self.host, self.port)
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> HealthServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a hung client must not block shutdown
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def _handler_for(health: HealthServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (stdlib name)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, CONTENT_TYPE_LATEST, generate_latest(health.registry))
+            elif path == "/healthz":
+                self._json(200, {"status": "ok"})
+            elif path == "/readyz":
+                self._readyz()
+            else:
+                self._json(404, {"status": "not found", "path": path})
+
+        def _readyz(self) -> None:
+            try:
+                ok, detail = health.readiness()
+            except Exception as exc:  # a failing probe is a "not ready" answer, not a dead server
+                log.warning("metrics: readiness check failed: %s", exc)
+                ok, detail = False, {"error": str(exc)}
+            self._json(200 if ok else 503, {"status": "ready" if ok else "not ready", **detail})
+
+        def _json(self, code: int, body: dict[str, Any]) -> None:
+            self._send(code, "application/json", json.dumps(body).encode())
+
+        def _send(self, code: int, content_type: str, body: bytes) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            pass  # one line per scrape would drown the daemon's own log
+
+    return Handler

@@ -1,0 +1,225 @@
+"""The on-disk event store: every event is committed to SQLite before anyone publishes it.
+
+It owns the sequence numbers that fix publishing order, and it rides out disk faults by keeping
+unwritten events (and publish marks) in memory, in order, until the database accepts them again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream_detector.config import StorageConfig
+from stream_detector.errors import UserError
+from stream_detector.messages import Event
+
+log = logging.getLogger("stream_detector.store")
+
+FILE_NAME = "events.sqlite"
+_PAYLOAD_TYPES = {"start": "new", "update": "update", "end": "end"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq       INTEGER PRIMARY KEY,
+    event_id  TEXT NOT NULL,
+    camera    TEXT NOT NULL,
+    type      TEXT NOT NULL,
+    wall_time REAL NOT NULL,
+    payload   TEXT NOT NULL,
+    published INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_unpublished ON events (published, seq);
+CREATE INDEX IF NOT EXISTS events_camera_time ON events (camera, wall_time);
+"""
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One row of the store; `wall_time` is the end time for "end" events, else the start time."""
+
+    seq: int
+    event_id: str
+    camera: str
+    type: str  # the Event's type: "start" | "update" | "end"
+    wall_time: float
+    payload: dict[str, Any]
+    published: bool
+
+
+def event_payload(event: Event, before: dict[str, Any] | None,
+                  snapshot: str | None = None) -> dict[str, Any]:
+    """The JSON published on `<prefix>/events`, shaped like Frigate's so existing automations fit.
+
+    `before` is the "after" of the previous payload for the same event id (None for the first).
+    """
+    after = {
+        "id": event.id,
+        "camera": event.camera,
+        "start_time": event.start_wall,
+        "end_time": event.end_wall,
+        "stream_start": event.start_stream,
+        "stream_end": event.end_stream,
+        "peak_score": float(event.peak_score),
+        "score": float(event.score),
+        "box": event.box.as_list() if event.box is not None else None,
+        "snapshot": snapshot,
+    }
+    return {"type": _PAYLOAD_TYPES[event.type], "before": before, "after": after}
+
+
+class EventStore:
+    """Durable, ordered event log with a `published` flag per event.
+
+    Safe to share between the thread that appends and the publisher thread. `busy_timeout` bounds
+    how long a write waits for a lock held by another process before counting as a fault.
+    """
+
+    def __init__(self, path: Path, busy_timeout: float = 2.0) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False)
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=FULL")  # committed means on disk
+            self._conn.executescript(_SCHEMA)
+            row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"{path}: cannot open the event store ({exc})") from None
+        self._next_seq = int(row[0]) + 1
+        self._backlog: list[StoredEvent] = []  # appended but not yet written, in seq order
+        self._marks: set[int] = set()  # published, but the flag is not yet written
+        self.healthy = True
+
+    @classmethod
+    def from_config(cls, storage: StorageConfig) -> EventStore:
+        return cls(Path(storage.path) / FILE_NAME)
+
+    @property
+    def backlog_size(self) -> int:
+        """Events held in memory because the disk refused them (for a gauge)."""
+        return len(self._backlog)
+
+    def append(self, event: Event, payload: dict[str, Any]) -> int:
+        """Commit one event and return its sequence number; on a disk fault keep it in memory."""
+        wall = event.end_wall if event.end_wall is not None else event.start_wall
+        with self._lock:
+            seq = self._next_seq
+            self._next_seq += 1
+            self._backlog.append(StoredEvent(seq, event.id, event.camera, event.type, wall,
+                                             payload, False))
+            self._flush()
+        return seq
+
+    def unpublished(self, limit: int = 100) -> list[StoredEvent]:
+        """The oldest unpublished events, in sequence order; retries a pending backlog first."""
+        with self._lock:
+            self._flush()
+            rows = self._select("WHERE published = 0 ORDER BY seq LIMIT ?", (limit,))
+            out = [e for e in rows if e.seq not in self._marks]
+            out += [e for e in self._backlog if not e.published and e.seq not in self._marks]
+            return out[:limit]
+
+    def mark_published(self, seq: int) -> None:
+        """Record delivery; if the disk refuses, remember it and write it with the next flush."""
+        with self._lock:
+            self._marks.add(seq)
+            self._flush()
+
+    def query(self, camera: str | None = None, since: float | None = None,
+              limit: int = 1000) -> list[StoredEvent]:
+        """The newest `limit` events matching the filters, oldest first (backlog included)."""
+        where, args = ["1 = 1"], []
+        if camera is not None:
+            where.append("camera = ?")
+            args.append(camera)
+        if since is not None:
+            where.append("wall_time >= ?")
+            args.append(since)
+        with self._lock:
+            rows = self._select(f"WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?",
+                                (*args, limit))
+            rows.reverse()
+            rows += [e for e in self._backlog if (camera is None or e.camera == camera)
+                     and (since is None or e.wall_time >= since)]
+            rows = [e if e.seq not in self._marks else _published(e) for e in rows]
+            return rows[-limit:] if limit > 0 else []
+
+    def prune(self, before: float) -> int:
+        """Delete published events with wall time before `before` (epoch seconds); returns count."""
+        with self._lock:
+            try:
+                with self._conn:
+                    cur = self._conn.execute(
+                        "DELETE FROM events WHERE published = 1 AND wall_time < ?", (before,))
+                return cur.rowcount
+            except sqlite3.OperationalError as exc:
+                log.warning("event store: pruning failed (%s); will try again later", exc)
+                return 0
+
+    def close(self) -> None:
+        """Try once more to write what is held in memory, then close the database."""
+        with self._lock:
+            self._flush()
+            if self._backlog or self._marks:
+                log.error("event store closing with %d unwritten events and %d unwritten marks",
+                          len(self._backlog), len(self._marks))
+            self._conn.close()
+
+    # --- internals (caller holds self._lock) -----------------------------------------------------
+
+    def _select(self, tail: str, args: tuple[Any, ...]) -> list[StoredEvent]:
+        try:
+            rows = self._conn.execute(
+                "SELECT seq, event_id, camera, type, wall_time, payload, published FROM events "
+                + tail, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            self._set_healthy(False, exc)
+            return []
+        if not self._backlog and not self._marks:
+            self._set_healthy(True, None)
+        return [StoredEvent(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), bool(r[6]))
+                for r in rows]
+
+    def _flush(self) -> None:
+        """Write the backlog (in order) and pending marks in one transaction, or keep them all.
+
+        OR IGNORE: if a commit reported failure after all, the retry must not trip on its rows.
+        """
+        if not self._backlog and not self._marks:
+            return
+        count = len(self._backlog)
+        try:
+            with self._conn:
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO events (seq, event_id, camera, type, wall_time, payload, published)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(e.seq, e.event_id, e.camera, e.type, e.wall_time, json.dumps(e.payload),
+                      int(e.published or e.seq in self._marks)) for e in self._backlog])
+                self._conn.executemany("UPDATE events SET published = 1 WHERE seq = ?",
+                                       [(s,) for s in sorted(self._marks)])
+        except sqlite3.OperationalError as exc:
+            self._set_healthy(False, exc)
+            return
+        self._backlog.clear()
+        self._marks.clear()
+        self._set_healthy(True, None, count)
+
+    def _set_healthy(self, ok: bool, exc: Exception | None, written: int = 0) -> None:
+        if ok == self.healthy:
+            return
+        self.healthy = ok
+        if ok:
+            log.info("event store writable again; wrote %d held events", written)
+        else:
+            log.warning("event store write failed (%s); holding events in memory until it "
+                        "recovers", exc)
+
+
+def _published(e: StoredEvent) -> StoredEvent:
+    return StoredEvent(e.seq, e.event_id, e.camera, e.type, e.wall_time, e.payload, True)
