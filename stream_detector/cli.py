@@ -1,4 +1,4 @@
-"""Command line: fit, score, eval, demo. Exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted."""
+"""Command line: fit, score, eval, bench, run, check-config, events. Exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted."""
 
 from __future__ import annotations
 
@@ -8,21 +8,28 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from stream_detector import __version__
 from stream_detector.errors import UserError
+from stream_detector.model.runtime import DEFAULT_MODEL
 
-DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "vtest"
+if TYPE_CHECKING:
+    from stream_detector.config import DaemonConfig
+
+
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     # OpenCV and FFmpeg would print their own warnings for unreadable input; our one line says it.
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -64,14 +71,29 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.set_defaults(handler=_eval)
 
-    d = sub.add_parser("demo", help="score a demo stream live and print anomaly events as they happen")
-    d.add_argument("--model", type=Path, default=DEFAULT_MODEL)
-    d.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
-    d.add_argument("--inject", default="300:380", help="START:END frames with a synthetic object; '' for none")
-    d.add_argument("--speed", type=float, default=1.0, help="1 = native frame rate, 0 = as fast as possible")
-    d.add_argument("--false-alarms-per-hour", type=float, default=1.0)
-    d.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    d.set_defaults(handler=_demo)
+    b = sub.add_parser("bench", help="frames/s of decode, model and full pipeline on one video")
+    b.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    b.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
+    b.add_argument("--frames", type=int, default=400)
+    b.add_argument("--batch", type=int, default=64, help="windows per model call")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    b.set_defaults(handler=_bench)
+
+    r = sub.add_parser("run", help="run the daemon: cameras in, events out (SIGHUP reloads the config)")
+    r.add_argument("--config", type=Path, help="TOML config (default: the embedded demo configuration)")
+    r.set_defaults(handler=_run)
+
+    c = sub.add_parser("check-config", help="validate a config file and its models without starting")
+    c.add_argument("config", type=Path)
+    c.set_defaults(handler=_check_config)
+
+    v = sub.add_parser("events", help="list stored events")
+    v.add_argument("--config", type=Path, help="config whose storage to read (default: embedded default)")
+    v.add_argument("--camera")
+    v.add_argument("--since", help="epoch seconds, ISO time (2026-11-25T10:00) or an age: 30m, 2h, 1d")
+    v.add_argument("--limit", type=int, default=1000)
+    v.set_defaults(handler=_events)
     return p
 
 
@@ -158,47 +180,119 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from stream_detector.capture import iter_frames, video_info
-    from stream_detector.demo import DEMO_VIDEO, Injection
-    from stream_detector.events import EventPolicy
-    from stream_detector.messages import Frame
+def _bench(args: argparse.Namespace) -> int:
+    import platform
+
+    import torch
+
+    from stream_detector import benchmark
+    from stream_detector.demo import DEMO_VIDEO
     from stream_detector.model.runtime import load
-    from stream_detector.pipeline import FrameScorer, detect
 
-    source = args.source or DEMO_VIDEO
+    if args.threads:
+        torch.set_num_threads(args.threads)
     model = load(args.model, args.device)
-    info = video_info(source)
-    model.check_source(info.width, info.height, str(source))
-    fps = info.fps or 25.0
-    injection = None
-    if args.inject:
-        try:
-            start, end = (int(v) for v in args.inject.split(":"))
-        except ValueError:
-            raise UserError(f"--inject {args.inject!r}: expected START:END frame numbers") from None
-        injection = Injection(start, end)
-        print(f"demo: {source.name}, synthetic bright object injected in frames {start}..{end - 1} "
-              f"({start / fps:.1f}s..{end / fps:.1f}s)", file=sys.stderr)
-    threshold = model.threshold(args.false_alarms_per_hour)
-    policy = EventPolicy(threshold, 0.8 * threshold, min_duration=0.3, cooldown=1.0, update_interval=2.0)
+    source = args.source or DEMO_VIDEO
+    results = benchmark.run(model, source, args.frames, args.batch)
+    w, h = model.metadata["working_size"]
+    print(f"model {args.model} at {w}x{h}, window {model.slicer.window}, device {model.device}, "
+          f"torch threads {torch.get_num_threads()}, {platform.processor() or platform.machine()}")
+    decode = results[0].fps
+    for r in results:
+        print(f"{r.name:42s} {r.fps:8.1f} frames/s  ({r.frames} frames in {r.seconds:.2f}s, "
+              f"{r.fps / decode:.2f}x decode)")
+    return 0
 
-    def frames() -> Iterator[Frame]:
-        t0 = time.monotonic()
-        for i, img in enumerate(iter_frames(source)):
-            if args.speed > 0:
-                time.sleep(max(0.0, t0 + i / fps / args.speed - time.monotonic()))
-            img = injection.apply(img, i) if injection else img
-            yield Frame("demo", i, i / fps, time.time(), time.monotonic(), img)
 
-    count = 0
-    for s, events in detect(frames(), FrameScorer(model, threshold), policy, "demo"):
-        for ev in events:
-            count += 1
-            print(json.dumps({"type": ev.type, "id": ev.id, "camera": ev.camera,
-                              "frame": s.index, "stream_time": round(s.stream_time, 2),
-                              "start_stream": round(ev.start_stream, 2), "peak_score": round(ev.peak_score, 2),
-                              "threshold": round(threshold, 2),
-                              "box": ev.box.as_list() if ev.box else None}), flush=True)
-    print(f"demo: done, {count} event messages", file=sys.stderr)
+def _load_config(path: Path | None) -> DaemonConfig:
+    from stream_detector.config import default_daemon_config, load_daemon_config
+
+    return load_daemon_config(path) if path else default_daemon_config()
+
+
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from stream_detector.daemon import Daemon
+    from stream_detector.notify import notify
+
+    cfg = _load_config(args.config)
+    logging.basicConfig(level=cfg.logging.level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log = logging.getLogger("stream_detector")
+    daemon = Daemon(cfg, sys.stdout)
+    reload_requested = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: daemon.stop_event.set())
+    signal.signal(signal.SIGINT, lambda *_: daemon.stop_event.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
+    daemon.start()
+    notify("READY=1")
+    while not daemon.stop_event.wait(0.5):
+        notify("WATCHDOG=1")
+        if reload_requested.is_set():
+            reload_requested.clear()
+            if args.config is None:
+                log.info("SIGHUP: running the embedded default config, nothing to reload")
+                continue
+            notify("RELOADING=1")
+            try:
+                daemon.reload(_load_config(args.config))
+            except UserError as exc:
+                log.error("reload failed, keeping the running config: %s", exc)
+            notify("READY=1")
+    notify("STOPPING=1")
+    log.info("stopping")
+    daemon.stop()
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from stream_detector.model.runtime import load
+    from stream_detector.pipeline import check_camera
+
+    cfg = _load_config(args.config)
+    for name, cam in cfg.cameras.items():
+        check_camera(name, cam, str(args.config))
+        model = load(Path(cam.model) if cam.model else DEFAULT_MODEL, cfg.device)
+        model.threshold(cam.false_alarms_per_hour)
+    print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)})")
+    return 0
+
+
+def _parse_since(text: str) -> float:
+    import datetime as dt
+
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        stamp = dt.datetime.fromisoformat(text)
+        return (stamp if stamp.tzinfo else stamp.astimezone()).timestamp()
+    except ValueError:
+        raise UserError(f"--since {text!r}: expected epoch seconds, an ISO time or an age like 2h") from None
+
+
+def _events(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from stream_detector.store import EventStore
+
+    cfg = _load_config(args.config)
+    since = _parse_since(args.since) if args.since else None
+    store = EventStore.from_config(cfg.storage)
+    try:
+        rows = store.query(args.camera, since, args.limit)
+    finally:
+        store.close()
+    for e in rows:
+        after = e.payload.get("after", {})
+        when = dt.datetime.fromtimestamp(e.wall_time).isoformat(timespec="seconds")
+        print(json.dumps({"seq": e.seq, "time": when, "camera": e.camera, "type": e.type,
+                          "id": e.event_id, "peak_score": after.get("peak_score"),
+                          "box": after.get("box"), "snapshot": after.get("snapshot"),
+                          "published": e.published}))
     return 0

@@ -35,10 +35,11 @@ class DetectorConfig:
     batch_size: int = 32
     learning_rate: float = 2e-3
     max_train_frames: int = 6000  # cap on frames held in memory for fitting
-    baseline: str = "mean_std"  # per-cell error statistic: "mean_std" or "quantile" (median, q99)
-    scale_floor: float = 0.25  # a cell's scale is at least this fraction of the median cell scale
+    baseline: str = "quantile"  # per-cell error statistic: "quantile" (median, q99) or "mean_std"
+    scale_floor: float = 10.0  # a cell's scale is at least this multiple of the median cell scale
+    baseline_blur: float = 2.5  # Gaussian sigma, in cells, shared between neighbouring baselines
     smoothing: float = 0.5  # causal EMA weight of the newest frame score (1.0 = no smoothing)
-    top_k: int = 1  # frame score = mean of the k highest cell scores
+    top_k: int = 16  # frame score = mean of the k highest cell scores
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -57,7 +58,8 @@ class DetectorConfig:
         _check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
         _check(self.max_train_frames >= 16, "max_train_frames", "must be >= 16")
         _check(self.baseline in ("mean_std", "quantile"), "baseline", "must be 'mean_std' or 'quantile'")
-        _check(0 <= self.scale_floor <= 1, "scale_floor", "must be in 0..1")
+        _check(0 <= self.scale_floor <= 1000, "scale_floor", "must be in 0..1000")
+        _check(0 <= self.baseline_blur <= 10, "baseline_blur", "must be in 0..10")
         _check(0 < self.smoothing <= 1, "smoothing", "must be in (0, 1]")
         _check(1 <= self.top_k <= 64, "top_k", "must be in 1..64")
 
@@ -297,3 +299,13 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
 
 def load_daemon_config(path: Path) -> DaemonConfig:
     return parse_daemon_config(read_toml(path), str(path))
+
+
+# The embedded default: the demo stream, no broker, metrics on loopback, events under var/.
+DEFAULT_DOC: dict[str, Any] = {
+    "cameras": {"demo": {"source": "demo", "min_duration": 0.3, "cooldown": 1.0, "update_interval": 2.0}},
+}
+
+
+def default_daemon_config() -> DaemonConfig:
+    return parse_daemon_config(DEFAULT_DOC, "<embedded default>")

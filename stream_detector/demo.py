@@ -12,6 +12,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from stream_detector.capture import FrameSource
+
 DEMO_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 
@@ -34,3 +36,45 @@ class Injection:
         out = frame.copy()
         cv2.circle(out, (x, y), max(3, int(self.radius * w)), (255, 255, 255), -1, cv2.LINE_AA)
         return out
+
+
+class DemoSource:
+    """The demo camera: vtest.avi looped at its native rate, the injection repeated on every pass.
+
+    Wraps any FrameSource (normally OpenCVSource on DEMO_VIDEO) and draws the object into the
+    frames whose position within the pass falls in [start, end).
+    """
+
+    def __init__(self, inner: FrameSource, injection: Injection, period: int) -> None:
+        self.inner = inner
+        self.injection = injection
+        self.period = max(1, period)
+        self._count = -1
+
+    def open(self) -> None:
+        self.inner.open()
+        self._count = -1
+
+    def grab(self) -> bool:
+        ok = self.inner.grab()
+        if ok:
+            self._count += 1
+        return ok
+
+    def retrieve(self) -> np.ndarray | None:
+        frame = self.inner.retrieve()
+        return None if frame is None else self.injection.apply(frame, self._count % self.period)
+
+    def read(self) -> np.ndarray | None:
+        return self.retrieve() if self.grab() else None
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def stream_time(self) -> float:
+        return self.inner.stream_time
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished

@@ -1,4 +1,4 @@
-"""Prometheus metrics on an injected registry, and the small HTTP server for /metrics, /healthz, /readyz.
+"""Prometheus metrics on an injected registry, and the HTTP server for /metrics, /healthz, /readyz.
 
 The daemon reports what happens through `Metrics` methods; nothing here reads global state.
 """
@@ -60,7 +60,8 @@ class Metrics:
         def gauge(name: str, doc: str, labels: tuple[str, ...] = ("camera",)) -> Gauge:
             return Gauge(PREFIX + name, doc, labels, registry=registry)
 
-        def histogram(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+        def histogram(name: str, doc: str, labels: tuple[str, ...],
+                      buckets: tuple[float, ...]) -> Histogram:
             return Histogram(PREFIX + name, doc, labels, registry=registry, buckets=buckets)
 
         self._frames_read = counter("frames_read", "Frames decoded from the camera.")
@@ -71,20 +72,21 @@ class Metrics:
         self._events = counter("events", "Anomaly events emitted, by type (start, update, end).",
                                ("camera", "type"))
         self._stream_up = gauge("stream_up", "1 while the camera delivers frames, else 0.")
-        self._anomaly_score = gauge("anomaly_score", "Latest smoothed anomaly score (baseline units).")
+        self._anomaly_score = gauge("anomaly_score", "Latest smoothed anomaly score.")
         self._anomaly_active = gauge("anomaly_active", "1 while an anomaly event is open, else 0.")
-        self._capture_fps = gauge("capture_fps", "Frames read per second (EWMA of frame intervals).")
+        self._capture_fps = gauge("capture_fps", "Frames read per second (EWMA).")
         self._queue_depth = gauge("queue_depth", "Frames waiting between capture and scoring.")
-        self._model_loaded = gauge("model_loaded", "1 once the camera's model is loaded and checked.")
+        self._model_loaded = gauge("model_loaded", "1 once the camera's model is loaded.")
         self._scoring_latency = histogram(
             "scoring_latency_seconds", "Seconds from frame capture to its score.", ("camera",),
             LATENCY_BUCKETS)
         self._event_latency = histogram(
-            "event_latency_seconds", "Seconds from capture of the triggering frame to event publication.",
+            "event_latency_seconds", "Seconds from capture of the triggering frame to publication.",
             ("camera",), LATENCY_BUCKETS)
         self._inference = histogram(
-            "inference_seconds", "Seconds per model call (one batch).", ("device",), INFERENCE_BUCKETS)
-        self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the MQTT broker, else 0.", ())
+            "inference_seconds", "Seconds per model call (one batch).", ("device",),
+            INFERENCE_BUCKETS)
+        self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the broker.", ())
         self._publish_failures = counter("mqtt_publish_failures", "MQTT publishes that failed.", ())
         self._per_camera: tuple[Counter | Gauge | Histogram, ...] = (
             self._frames_read, self._frames_dropped, self._frames_scored, self._reconnects,
@@ -151,7 +153,7 @@ class Metrics:
         self._frames_dropped.labels(camera).inc(n)
 
     def stream_state(self, camera: str, up: bool) -> None:
-        """Record a stream coming up or going down; an outage must not count as a long frame interval."""
+        """A stream came up or went down; an outage must not count as one long frame interval."""
         self.camera_added(camera)
         self._stream_up.labels(camera).set(1 if up else 0)
         with self._lock:
@@ -200,6 +202,11 @@ class Metrics:
         if latency_s is not None:
             self._event_latency.labels(camera).observe(latency_s)
 
+    def event_published(self, camera: str, latency_s: float) -> None:
+        """An event left the daemon (acknowledged by its sink) `latency_s` after its frame's capture."""
+        self.camera_added(camera)
+        self._event_latency.labels(camera).observe(latency_s)
+
     # --- MQTT ----------------------------------------------------------------------------------
 
     def mqtt_state(self, connected: bool) -> None:
@@ -226,7 +233,8 @@ class Metrics:
                     "stream_up": self._up_state.get(cam, False),
                     "model_loaded": self._loaded_state.get(cam, False),
                     "seconds_since_scored": age,
-                    "ready": self._loaded_state.get(cam, False) and age is not None and age <= ready_after,
+                    "ready": (self._loaded_state.get(cam, False) and age is not None
+                              and age <= ready_after),
                 }
         ok = bool(cameras) and all(d["ready"] for d in detail.values())
         return ok, {"cameras": detail}
@@ -241,7 +249,8 @@ class HealthServer:
     A stdlib threading server: scrapes and probes are rare, and it adds no dependency.
     """
 
-    def __init__(self, host: str, port: int, registry: CollectorRegistry, readiness: Readiness) -> None:
+    def __init__(self, host: str, port: int, registry: CollectorRegistry,
+                 readiness: Readiness) -> None:
         self.host = host
         self._requested_port = port
         self.registry = registry

@@ -1,30 +1,41 @@
-"""Wires the stages: frames -> preprocessing -> window scoring -> frame scores -> events.
-
-This is the one module that knows every stage; stages never import each other.
+"""Wires one camera's chain of stages: source -> frame queue -> preprocessing -> window scoring ->
+frame scores with regions -> events. The daemon (daemon.py) runs many such chains on its threads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import cv2
 import numpy as np
 
+from stream_detector.buffer import FrameQueue
+from stream_detector.camera import CaptureLoop
+from stream_detector.capture import FrameSource, OpenCVSource, source_kind
+from stream_detector.config import CameraConfig
+from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
+from stream_detector.errors import ConfigError
 from stream_detector.events import EventPolicy, EventTracker
 from stream_detector.messages import Event, Frame, FrameScore
 from stream_detector.model.runtime import LoadedModel
 from stream_detector.preprocess import Preprocessor
 from stream_detector.scoring import WindowScorer, firing_cells
 
+DEMO_SOURCE = "demo"  # camera source naming the built-in demo stream
+
 
 class FrameScorer:
     """One camera's causal scorer: raw frames in, FrameScore messages (with region) out."""
 
-    def __init__(self, model: LoadedModel, threshold: float) -> None:
+    def __init__(self, model: LoadedModel, threshold: float, ignore: np.ndarray | None = None) -> None:
         self.model = model
         self.threshold = threshold
-        width, height = model.metadata["working_size"]
-        self.preprocess = Preprocessor(width, height)
-        self.scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device)
+        self.preprocess = Preprocessor(*model.metadata["working_size"])
+        self.scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing,
+                                   model.device, top_k=int(model.metadata.get("top_k", 1)), ignore=ignore)
 
     def reset(self) -> None:
         self.scorer.reset()
@@ -47,14 +58,56 @@ class FrameScorer:
         return out
 
 
-def detect(frames: Iterable[Frame], scorer: FrameScorer, policy: EventPolicy,
-           camera: str) -> Iterator[tuple[FrameScore, list[Event]]]:
-    """Score frames one at a time (as live) and yield each score with the events it caused."""
-    tracker = EventTracker(camera, policy)
-    last: FrameScore | None = None
-    for frame in frames:
-        (s,) = scorer.score([frame])
-        last = s
-        yield s, tracker.observe(s)
-    if last is not None:
-        yield last, tracker.close(last.wall_time, last.stream_time)
+def ignore_mask(model: LoadedModel, polygons: tuple[tuple[tuple[float, float], ...], ...],
+                width: int, height: int) -> np.ndarray | None:
+    """Cells whose centre lies in an ignore polygon (polygons in source pixels)."""
+    if not polygons:
+        return None
+    canvas = np.zeros((height, width), np.uint8)
+    for poly in polygons:
+        cv2.fillPoly(canvas, [np.round(np.array(poly)).astype(np.int32)], 255)
+    s = model.slicer
+    mask = np.zeros(s.grid, bool)
+    for r, y0 in enumerate(s.row_starts):
+        for c, x0 in enumerate(s.col_starts):
+            cx = min(width - 1, int((x0 + s.cell / 2) * width / s.width))
+            cy = min(height - 1, int((y0 + s.cell / 2) * height / s.height))
+            mask[r, c] = canvas[cy, cx] > 0
+    return mask
+
+
+def open_source_for(cfg: CameraConfig) -> FrameSource:
+    if cfg.source == DEMO_SOURCE:
+        inner = OpenCVSource(str(DEMO_VIDEO), realtime=cfg.realtime, loop=True,
+                             read_timeout=cfg.stale_after + 2)
+        return DemoSource(inner, Injection(300, 380), period=795)
+    return OpenCVSource.from_config(cfg)
+
+
+def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
+    """Fail fast on what can never work: a local file that does not exist, the demo without its video."""
+    if cfg.source == DEMO_SOURCE:
+        if not DEMO_VIDEO.is_file():
+            raise ConfigError(f"{where}: cameras.{name}.source: demo video {DEMO_VIDEO} missing "
+                              f"(install Debian's opencv-doc)")
+    elif source_kind(cfg.source) == "file" and not Path(cfg.source).is_file():
+        raise ConfigError(f"{where}: cameras.{name}.source: no such file {cfg.source}")
+
+
+@dataclass
+class _Camera:
+    """Everything one camera owns while it runs."""
+
+    name: str
+    cfg: CameraConfig
+    model: LoadedModel
+    threshold: float
+    queue: FrameQueue[Frame]
+    tracker: EventTracker
+    stop: threading.Event = field(default_factory=threading.Event)
+    capture: CaptureLoop | None = None
+    scorer: FrameScorer | None = None  # built at the first frame (needs the source size)
+    size: tuple[int, int] | None = None
+    unfit: bool = False  # the source's aspect does not fit the model: frames are not scored
+    peak: tuple[float, np.ndarray, np.ndarray, Any] | None = None  # score, image, cells, box
+    before: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from stream_detector.buffer import FeatureRing
 from stream_detector.slicer import SpacetimeSlicer
@@ -48,7 +47,8 @@ class WindowScorer:
     """
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
-                 device: torch.device, chunk: int = 32) -> None:
+                 device: torch.device, chunk: int = 32, top_k: int = 1,
+                 ignore: np.ndarray | None = None) -> None:
         self.detector = detector
         self.slicer = slicer
         self.context, self.last = context_offsets(slicer.window, pretext)
@@ -57,6 +57,10 @@ class WindowScorer:
         self.chunk = chunk
         self.ring = FeatureRing(slicer.window - 1)
         self._ema: float | None = None
+        # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
+        # here from the remaining cells, so the exported model stays camera-independent.
+        self.ignore = ignore if ignore is not None and ignore.any() else None
+        self.top_k = top_k if self.ignore is None else max(1, min(top_k, int((~ignore).sum())))
 
     def reset(self) -> None:
         """Forget the stream (after a reconnect the old frames are no longer its past)."""
@@ -71,11 +75,11 @@ class WindowScorer:
         cell_error = np.concatenate([p[0] for p in parts])
         cell_score = np.concatenate([p[1] for p in parts])
         raw = np.concatenate([p[2] for p in parts])
-        smooth = np.empty_like(raw)
-        for i, value in enumerate(raw):
-            self._ema = float(value) if self._ema is None else (
-                self.smoothing * float(value) + (1 - self.smoothing) * self._ema)
-            smooth[i] = self._ema
+        if self.ignore is not None:
+            cell_score = np.where(self.ignore, -np.inf, cell_score)
+            raw = frame_scores(cell_score, self.top_k)
+        smooth = ema(raw, self.smoothing, self._ema)
+        self._ema = float(smooth[-1]) if len(smooth) else self._ema
         idx = np.arange(first, first + len(raw))
         warmup = idx < self.slicer.window - 1
         return ScoreBatch(first, cell_error, cell_score, raw, smooth, warmup)
@@ -115,5 +119,18 @@ def firing_cells(cell_score: np.ndarray, threshold: float) -> np.ndarray:
     return mask
 
 
-def as_tensor(a: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a))
+def frame_scores(cell_score: np.ndarray, top_k: int) -> np.ndarray:
+    """(n, rows, cols) -> (n,) mean of the k highest cell scores of each frame."""
+    flat = cell_score.reshape(len(cell_score), -1)
+    k = min(top_k, flat.shape[1])
+    return np.sort(flat, axis=1)[:, -k:].mean(1)
+
+
+def ema(raw: np.ndarray, weight: float, start: float | None = None) -> np.ndarray:
+    """Causal exponential moving average; `start` continues a previous run."""
+    out = np.empty_like(raw)
+    acc = start
+    for i, v in enumerate(raw):
+        acc = float(v) if acc is None else weight * float(v) + (1 - weight) * acc
+        out[i] = acc
+    return out

@@ -134,7 +134,8 @@ class EventStore:
     def query(self, camera: str | None = None, since: float | None = None,
               limit: int = 1000) -> list[StoredEvent]:
         """The newest `limit` events matching the filters, oldest first (backlog included)."""
-        where, args = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        args: list[Any] = []
         if camera is not None:
             where.append("camera = ?")
             args.append(camera)
@@ -197,8 +198,8 @@ class EventStore:
         try:
             with self._conn:
                 self._conn.executemany(
-                    "INSERT OR IGNORE INTO events (seq, event_id, camera, type, wall_time, payload, published)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT OR IGNORE INTO events (seq, event_id, camera, type, wall_time,"
+                    " payload, published) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     [(e.seq, e.event_id, e.camera, e.type, e.wall_time, json.dumps(e.payload),
                       int(e.published or e.seq in self._marks)) for e in self._backlog])
                 self._conn.executemany("UPDATE events SET published = 1 WHERE seq = ?",

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -28,7 +29,7 @@ from stream_detector.model.export import export
 from stream_detector.model.network import SpacetimeDetector, SpacetimeNet
 from stream_detector.preprocess import Preprocessor
 from stream_detector.progress import Progress
-from stream_detector.scoring import WindowScorer, context_offsets
+from stream_detector.scoring import WindowScorer, context_offsets, ema, frame_scores
 from stream_detector.slicer import SpacetimeSlicer
 
 WINDOWS_PER_SEGMENT = 8  # windows cut from one run of consecutive frames: encode once, use T-1 times
@@ -133,30 +134,24 @@ def _window_loss(net: SpacetimeNet, batch: Tensor, windows: Tensor, ctx_pos: lis
     return torch.nn.functional.mse_loss(pred, frames[:, -1, None])
 
 
-def cell_baseline(errors: np.ndarray, statistic: str, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell (center, scale) of normal error. errors: (n, rows, cols)."""
+def cell_baseline(errors: np.ndarray, statistic: str, floor: float,
+                  blur: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cell (center, scale) of normal error. errors: (n, rows, cols).
+
+    The floor keeps rarely-visited cells (few samples, tiny spread) from turning ordinary activity
+    into huge scores; the blur lets neighbouring cells share evidence for the same reason.
+    """
     if statistic == "mean_std":
         center, scale = errors.mean(0), errors.std(0)
     else:
         center = np.median(errors, 0)
         scale = np.quantile(errors, 0.99, axis=0) - center
-    scale = np.maximum(scale, floor * float(np.median(scale)) + 1e-8)
-    return center.astype(np.float32), scale.astype(np.float32)
-
-
-def frame_scores(cell_score: np.ndarray, top_k: int) -> np.ndarray:
-    flat = cell_score.reshape(len(cell_score), -1)
-    k = min(top_k, flat.shape[1])
-    return np.sort(flat, axis=1)[:, -k:].mean(1)
-
-
-def ema(raw: np.ndarray, weight: float) -> np.ndarray:
-    out = np.empty_like(raw)
-    acc = None
-    for i, v in enumerate(raw):
-        acc = float(v) if acc is None else weight * float(v) + (1 - weight) * acc
-        out[i] = acc
-    return out
+    scale = np.maximum(scale, floor * float(np.median(scale)) + 1e-8).astype(np.float32)
+    center = center.astype(np.float32)
+    if blur > 0:
+        center = cv2.GaussianBlur(center, (0, 0), blur, borderType=cv2.BORDER_REPLICATE)
+        scale = cv2.GaussianBlur(scale, (0, 0), blur, borderType=cv2.BORDER_REPLICATE)
+    return center, scale
 
 
 def onset_rate(scores: list[np.ndarray], u: float, fps: float) -> float:
@@ -199,7 +194,7 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
         errors.append(batch.cell_error)
         bar.update(i + 1, clip.name)
     full = np.concatenate([e[cfg.window - 1:] for e in errors])
-    center, scale = cell_baseline(full, cfg.baseline, cfg.scale_floor)
+    center, scale = cell_baseline(full, cfg.baseline, cfg.scale_floor, cfg.baseline_blur)
     detector.center.copy_(torch.from_numpy(center))
     detector.scale.copy_(torch.from_numpy(scale))
     smoothed = [ema(frame_scores((e - center) / scale, cfg.top_k), cfg.smoothing) for e in errors]
@@ -243,6 +238,6 @@ def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, clips: list[Clip], f
             "device": str(device),
             "torch": torch.__version__,
         },
-        "baseline": {"statistic": cfg.baseline, "scale_floor": cfg.scale_floor},
+        "baseline": {"statistic": cfg.baseline, "scale_floor": cfg.scale_floor, "blur": cfg.baseline_blur},
         "calibration": calibration,
     }

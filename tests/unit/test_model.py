@@ -12,8 +12,8 @@ from conftest import build_detector, tiny_config
 from stream_detector.errors import ModelError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE
-from stream_detector.scoring import WindowScorer, score_frames
-from stream_detector.train import cell_baseline, ema, fit_tail, frame_scores, onset_rate
+from stream_detector.scoring import WindowScorer, ema, frame_scores, score_frames
+from stream_detector.train import cell_baseline, fit_tail, onset_rate
 
 
 def frames(n: int, seed: int = 0) -> np.ndarray:
@@ -50,6 +50,19 @@ def test_chunked_streaming_equals_whole_clip() -> None:
     parts = [live.push(x[i:i + 3]) for i in range(0, 25, 3)]
     np.testing.assert_allclose(np.concatenate([p.score for p in parts]), whole.score, rtol=1e-5, atol=1e-6)
     assert whole.warmup.tolist() == [True] * 3 + [False] * 22
+
+
+def test_ignored_cells_never_count() -> None:
+    det, slicer = build_detector(tiny_config())
+    x = frames(10)
+    x[6:, 8:24, 8:24] = 1.0  # a sudden bright block in cell (1, 1) and its neighbours
+    plain = score_frames(det, slicer, "predict", 1.0, torch.device("cpu"), x)
+    ignore = np.zeros(slicer.grid, bool)
+    ignore[:3, :3] = True
+    masked = WindowScorer(det, slicer, "predict", 1.0, torch.device("cpu"), top_k=det.top_k,
+                          ignore=ignore).push(x)
+    assert masked.score[6] < plain.score[6] and (masked.score <= plain.score + 1e-6).all()
+    assert np.isneginf(masked.cell_score[:, :3, :3]).all()
 
 
 def test_torchscript_round_trip_matches_eager(tmp_path: Path) -> None:

@@ -1,0 +1,85 @@
+"""Speed figures measured in one run, so they can be compared as ratios on a shared, noisy machine.
+
+Decode only, decode + preprocess, the model alone (a batch of windows, features cached per frame as
+in the live path), and the full scoring path on the same video.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stream_detector.capture import iter_frames
+from stream_detector.model.runtime import LoadedModel
+from stream_detector.preprocess import Preprocessor
+from stream_detector.scoring import WindowScorer
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    name: str
+    frames: int
+    seconds: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _timed(name: str, frames: int, fn: Callable[[], object]) -> BenchResult:
+    start = time.perf_counter()
+    fn()
+    return BenchResult(name, frames, time.perf_counter() - start)
+
+
+def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 3) -> list[BenchResult]:
+    """Best of `repeats` for each stage (the minimum is the least disturbed by other load)."""
+    prep = Preprocessor(*model.metadata["working_size"])
+    raw = list(iter_frames(video, limit=limit))
+    frames = np.stack([prep(f) for f in raw])
+    n = len(frames)
+
+    def decode() -> None:
+        for _ in iter_frames(video, limit=limit):
+            pass
+
+    def decode_prep() -> None:
+        for f in iter_frames(video, limit=limit):
+            prep(f)
+
+    def model_only() -> None:
+        scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device,
+                              chunk=batch)
+        scorer.push(frames)
+        if model.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def full() -> None:
+        scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device,
+                              chunk=batch)
+        chunk: list[np.ndarray] = []
+        for f in iter_frames(video, limit=limit):
+            chunk.append(prep(f))
+            if len(chunk) == batch:
+                scorer.push(np.stack(chunk))
+                chunk = []
+        if chunk:
+            scorer.push(np.stack(chunk))
+
+    def live() -> None:  # one frame at a time, as a single camera is scored when it keeps up
+        scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device)
+        for i in range(n):
+            scorer.push(frames[i:i + 1])
+
+    model_only()  # warm-up: first calls allocate and (on CUDA) pick kernels
+    stages = [("decode", decode), ("decode+preprocess", decode_prep), ("model (batch of windows)", model_only),
+              ("model (one frame at a time)", live), ("full pipeline (decode+preprocess+model)", full)]
+    results = []
+    for name, fn in stages:
+        results.append(min((_timed(name, n, fn) for _ in range(repeats)), key=lambda r: r.seconds))
+    return results

@@ -1,0 +1,251 @@
+"""The live capture loop: one thread per camera reads its FrameSource into the frame queue.
+
+It owns reconnects: a camera that is down at start-up, drops, hangs or changes resolution never
+stops the daemon; the loop reports the state, waits with exponential backoff and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from stream_detector.capture import FrameSource
+from stream_detector.errors import SourceError
+from stream_detector.messages import Frame
+
+log = logging.getLogger("stream_detector.capture")
+
+
+class Backoff:
+    """Exponential delays with jitter, so cameras that dropped together do not retry in lockstep."""
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
+                 jitter: float = 0.2, rng: random.Random | None = None) -> None:
+        if not 0 < initial <= maximum:
+            raise ValueError("backoff needs 0 < initial <= maximum")
+        if factor < 1 or not 0 <= jitter < 1:
+            raise ValueError("backoff needs factor >= 1 and 0 <= jitter < 1")
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self.rng = rng or random.Random()
+        self._base = initial
+
+    def next(self) -> float:
+        """The next delay: the base times 1 +/- jitter, never above `maximum`; the base then grows."""
+        base = self._base
+        self._base = min(self.maximum, base * self.factor)
+        return min(self.maximum, base * (1.0 + self.rng.uniform(-self.jitter, self.jitter)))
+
+    def reset(self) -> None:
+        self._base = self.initial
+
+
+class CaptureObserver(Protocol):
+    """What a capture loop reports; production passes the metrics object."""
+
+    def frame_read(self, camera: str) -> None: ...
+
+    def frame_dropped(self, camera: str) -> None: ...
+
+    def stream_state(self, camera: str, up: bool) -> None: ...
+
+    def reconnecting(self, camera: str) -> None: ...
+
+    def resolution_changed(self, camera: str, width: int, height: int) -> None: ...
+
+
+class FrameSink(Protocol):
+    """The frame queue as the loop sees it: put never blocks and says whether something was dropped."""
+
+    def put(self, item: Frame) -> bool: ...
+
+
+@dataclass(frozen=True)
+class _Ended:
+    reason: str
+    final: bool  # the source is exhausted or we are stopping: do not reconnect
+
+
+class _Reader(threading.Thread):
+    """One connection: opens the source, reads it and hands frames over.
+
+    Only this thread touches the source, so the loop can abandon a connection whose open or read
+    hangs without closing a capture under another thread's feet; the reader closes it when the
+    blocked call returns (FFmpeg's timeouts see to that). Not a daemon: a daemon thread that leaves
+    OpenCV while Python shuts down aborts the process, so exit waits for that call instead.
+    """
+
+    def __init__(self, camera: str, open_source: Callable[[], FrameSource], fps_limit: float,
+                 clock: Callable[[], float]) -> None:
+        super().__init__(name=f"capture-{camera}-reader", daemon=False)
+        self.camera = camera
+        self.open_source = open_source
+        self.gap = 1.0 / fps_limit if fps_limit > 0 else 0.0
+        self.clock = clock
+        self.handoff: queue.Queue[Frame | _Ended] = queue.Queue(maxsize=2)
+        self.abandoned = threading.Event()
+        self.opened = False
+        self.last_progress = clock()  # start, end of open, or last grab: the loop's staleness clock
+
+    def run(self) -> None:
+        source: FrameSource | None = None
+        try:
+            source = self.open_source()
+            source.open()
+        except SourceError as exc:
+            if source is not None:
+                source.close()
+            self._hand(_Ended(str(exc), final=False))
+            return
+        self.last_progress = self.clock()
+        self.opened = True
+        try:
+            self._hand(self._read(source))
+        finally:
+            source.close()
+
+    def _read(self, source: FrameSource) -> _Ended:
+        index, next_due = -1, -math.inf
+        while not self._cancelled():
+            if not source.grab():
+                if source.finished:
+                    return _Ended("end of source", final=True)
+                return _Ended("source returned no frame", final=False)
+            wall, mono = time.time(), time.monotonic()
+            self.last_progress = self.clock()
+            index += 1
+            t = source.stream_time
+            if self.gap:
+                if t < next_due - 1e-3:  # skipped frames are grabbed, never converted
+                    continue
+                # Keep the schedule while on time; after a stall restart it rather than burst.
+                next_due = next_due + self.gap if t - next_due < self.gap else t + self.gap
+            image = source.retrieve()
+            if image is None:
+                return _Ended("frame could not be decoded", final=False)
+            self._hand(Frame(self.camera, index, t, wall, mono, image))
+        return _Ended("stopped", final=True)
+
+    def _cancelled(self) -> bool:
+        """Abandoned by the loop, or Python is exiting without anyone having set the stop event."""
+        return self.abandoned.is_set() or not threading.main_thread().is_alive()
+
+    def _hand(self, item: Frame | _Ended) -> None:
+        while not self._cancelled():
+            try:
+                self.handoff.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+class CaptureLoop(threading.Thread):
+    """One camera's capture thread: frames into `queue`, state to `observer`, until `stop` is set.
+
+    A stream is lost when the source returns no frame or nothing arrives for `stale_after` seconds;
+    give sources a read timeout a little longer than that, so this loop decides and their timeout
+    only frees the abandoned reader (FFmpeg may hand out one buffered frame when its timeout fires).
+    Opening may take up to `open_timeout`: sources bound their own opens, this catches the calls
+    they cannot interrupt (a DNS lookup, a stuck driver). Lost streams, and sources that cannot be
+    opened, are retried forever with backoff. Each state change is logged once.
+    """
+
+    def __init__(self, camera: str, open_source: Callable[[], FrameSource], queue: FrameSink,
+                 stop: threading.Event, observer: CaptureObserver, stale_after: float = 10.0,
+                 fps_limit: float = 0.0, backoff: Backoff | None = None,
+                 sleep: Callable[[float], object] | None = None,
+                 clock: Callable[[], float] = time.monotonic, open_timeout: float = 30.0) -> None:
+        super().__init__(name=f"capture-{camera}", daemon=True)
+        if stale_after <= 0 or open_timeout <= 0 or fps_limit < 0:
+            raise ValueError("stale_after and open_timeout must be > 0, fps_limit >= 0")
+        self.camera = camera
+        self.open_source = open_source
+        self.queue = queue
+        self.stop = stop
+        self.observer = observer
+        self.stale_after = stale_after
+        self.open_timeout = open_timeout
+        self.fps_limit = fps_limit
+        self.backoff = backoff or Backoff()
+        self.sleep = sleep or stop.wait
+        self.clock = clock
+        self._poll = min(0.1, stale_after / 4)
+        self._up: bool | None = None  # None until the first attempt succeeds or fails
+        self._size: tuple[int, int] | None = None
+
+    def run(self) -> None:
+        attempt = 0
+        while not self.stop.is_set():
+            if attempt:
+                self.observer.reconnecting(self.camera)
+            attempt += 1
+            ended = self._connect()
+            if self.stop.is_set():
+                break
+            if ended.final:
+                log.info("camera %s: %s, capture finished", self.camera, ended.reason)
+                self._set_up(False)
+                break
+            delay = self.backoff.next()
+            self._went_down(ended.reason, delay)
+            self.sleep(delay)
+
+    def _connect(self) -> _Ended:
+        reader = _Reader(self.camera, self.open_source, self.fps_limit, self.clock)
+        reader.start()
+        try:
+            while not self.stop.is_set():
+                try:
+                    item = reader.handoff.get(timeout=self._poll)
+                except queue.Empty:
+                    if not reader.is_alive() and reader.handoff.empty():  # it raised: see its log
+                        return _Ended("capture thread failed", final=False)
+                    idle = self.clock() - reader.last_progress
+                    if reader.opened and idle > self.stale_after:
+                        return _Ended(f"no frame for {idle:.1f}s", final=False)
+                    if not reader.opened and idle > self.open_timeout:
+                        return _Ended(f"open did not return within {idle:.1f}s", final=False)
+                    continue
+                if isinstance(item, _Ended):
+                    return item
+                self._deliver(item)
+            return _Ended("stopped", final=True)
+        finally:
+            reader.abandoned.set()
+            if self.stop.is_set():
+                reader.join(timeout=1.0)  # close the source cleanly unless it hangs
+
+    def _deliver(self, frame: Frame) -> None:
+        height, width = frame.image.shape[:2]
+        if self._up is not True:
+            log.info("camera %s: stream up (%dx%d)", self.camera, width, height)
+            self.backoff.reset()  # only once frames flow: open-then-fail must still back off
+            self._set_up(True)
+        if self._size != (width, height):
+            if self._size is not None:
+                log.info("camera %s: resolution changed from %dx%d to %dx%d", self.camera,
+                         *self._size, width, height)
+            self._size = (width, height)
+            self.observer.resolution_changed(self.camera, width, height)
+        self.observer.frame_read(self.camera)
+        if not self.queue.put(frame):
+            self.observer.frame_dropped(self.camera)
+
+    def _went_down(self, reason: str, delay: float) -> None:
+        if self._up is False:
+            log.debug("camera %s: still down (%s), retrying in %.1fs", self.camera, reason, delay)
+            return
+        what = "stream lost" if self._up else "cannot open stream"
+        log.warning("camera %s: %s (%s), reconnecting in %.1fs", self.camera, what, reason, delay)
+        self._set_up(False)
+
+    def _set_up(self, up: bool) -> None:
+        if self._up is not up:
+            self._up = up
+            self.observer.stream_state(self.camera, up)

@@ -1,0 +1,212 @@
+"""MQTT output: events, per-camera anomaly state, scores and snapshots, availability and the
+Home Assistant discovery configs. paho's own thread owns the connection and its reconnects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.reasoncodes import ReasonCode
+
+from stream_detector.config import MqttConfig
+from stream_detector.errors import ConfigError
+
+log = logging.getLogger("stream_detector.sinks.mqtt")
+
+ONLINE, OFFLINE = "online", "offline"
+
+
+class MqttSink:
+    """Publishes to `<topic_prefix>/...`. Nothing here blocks for long while the broker is away.
+
+    `on_state(connected)` is called from paho's thread on every connect/disconnect (metrics).
+    """
+
+    name = "mqtt"
+
+    def __init__(self, config: MqttConfig, cameras: Sequence[str], *,
+                 on_state: Callable[[bool], None] | None = None, ack_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config
+        self.cameras = tuple(cameras)
+        self.connected = False
+        self.publish_failures = 0
+        self._on_state = on_state
+        self._ack_timeout = ack_timeout
+        self._clock = clock
+        self._prefix = config.topic_prefix
+        self.available_topic = f"{self._prefix}/available"
+        self.events_topic = f"{self._prefix}/events"
+        self._lock = threading.Lock()
+        self._states: dict[str, bool] = {}  # re-published on connect: the broker may have lost them
+        self._last_score: dict[str, float] = {}
+        self._down_logged = False
+        self._stopping = False
+        client_id = config.client_id or f"stream-detector-{socket.gethostname()}"
+        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                   client_id=client_id)
+        self._client.on_connect = self._handle_connect
+        self._client.on_connect_fail = self._handle_connect_fail
+        self._client.on_disconnect = self._handle_disconnect
+
+    def start(self) -> None:
+        """Configure the client and connect in the background; TLS file problems fail fast."""
+        c, client = self.config, self._client
+        if c.username:
+            client.username_pw_set(c.username, c.password or None)
+        if c.tls_ca_file:
+            try:
+                client.tls_set(ca_certs=c.tls_ca_file, certfile=c.tls_cert_file or None,
+                               keyfile=c.tls_key_file or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"mqtt.tls_ca_file: cannot load TLS files ({exc})") from None
+            client.tls_insecure_set(c.tls_insecure)
+        client.will_set(self.available_topic, OFFLINE, qos=1, retain=True)
+        client.reconnect_delay_set(1, 30)
+        client.connect_async(c.host, c.port, keepalive=c.keepalive)
+        client.loop_start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Say "offline" ourselves (a clean disconnect suppresses the Will), then disconnect."""
+        self._stopping = True
+        if self.connected:
+            info = self._client.publish(self.available_topic, OFFLINE, qos=1, retain=True)
+            self._wait_ack(info, timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def deliver_event(self, seq: int, payload: dict[str, Any]) -> bool:
+        """Publish on `<prefix>/events`; True only after the broker acknowledged it (QoS >= 1)."""
+        if not self.connected:
+            return False
+        info = self._client.publish(self.events_topic, json.dumps(payload), qos=self.config.qos)
+        if self.config.qos == 0:
+            return self._check(info)
+        if self._wait_ack(info, self._ack_timeout):
+            return True
+        self._count_failure()
+        return False
+
+    def anomaly_state(self, camera: str, on: bool) -> None:
+        with self._lock:
+            self._states[camera] = on
+        if self.connected:
+            self._publish_state(camera, on)
+
+    def score(self, camera: str, value: float) -> None:
+        """At most one score per camera per `score_interval` seconds; the rest are dropped."""
+        now = self._clock()
+        with self._lock:
+            last = self._last_score.get(camera)
+            if last is not None and now - last < self.config.score_interval:
+                return
+            self._last_score[camera] = now
+        if self.connected:
+            self._check(self._client.publish(f"{self._prefix}/{camera}/score", f"{value:.4f}"))
+
+    def snapshot(self, camera: str, jpeg: bytes) -> None:
+        if self.connected:
+            self._check(self._client.publish(f"{self._prefix}/{camera}/snapshot", jpeg,
+                                             retain=True))
+
+    # --- paho callbacks (paho's network thread) -------------------------------------------------
+
+    def _handle_connect(self, client: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags,
+                        reason_code: ReasonCode, properties: Any) -> None:
+        if reason_code.is_failure:
+            if not self._down_logged:
+                log.warning("MQTT broker %s:%d refused the connection: %s", self.config.host,
+                            self.config.port, reason_code)
+            self._down_logged = True
+            return
+        client.publish(self.available_topic, ONLINE, qos=1, retain=True)
+        if self.config.homeassistant_prefix:
+            for topic, config in self.discovery_configs().items():
+                client.publish(topic, json.dumps(config), qos=1, retain=True)
+        with self._lock:
+            states = dict(self._states)
+        for camera, on in states.items():
+            self._publish_state(camera, on)
+        self.connected = True
+        self._down_logged = False
+        log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
+        if self._on_state is not None:
+            self._on_state(True)
+
+    def _handle_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._down_logged:
+            log.warning("cannot reach MQTT broker %s:%d; retrying with backoff",
+                        self.config.host, self.config.port)
+        self._down_logged = True
+
+    def _handle_disconnect(self, client: mqtt.Client, userdata: Any,
+                           flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                           properties: Any) -> None:
+        was_connected, self.connected = self.connected, False
+        if was_connected and not self._stopping:
+            log.warning("lost MQTT broker %s:%d (%s); reconnecting", self.config.host,
+                        self.config.port, reason_code)
+            self._down_logged = True
+        if was_connected and self._on_state is not None:
+            self._on_state(False)
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def discovery_configs(self) -> dict[str, dict[str, Any]]:
+        """Home Assistant MQTT discovery: one binary_sensor and one score sensor per camera."""
+        ha, node, p = self.config.homeassistant_prefix, _node_id(self._prefix), self._prefix
+        device = {"identifiers": [node], "name": f"stream-detector {node}",
+                  "manufacturer": "stream-detector", "model": "video anomaly detector"}
+        common = {"availability_topic": self.available_topic, "payload_available": ONLINE,
+                  "payload_not_available": OFFLINE, "device": device}
+        out: dict[str, dict[str, Any]] = {}
+        for cam in self.cameras:
+            out[f"{ha}/binary_sensor/{node}/{cam}_anomaly/config"] = {
+                "name": f"{cam} anomaly", "unique_id": f"{node}_{cam}_anomaly",
+                "state_topic": f"{p}/{cam}/anomaly", "payload_on": "ON", "payload_off": "OFF",
+                "device_class": "motion", **common}
+            out[f"{ha}/sensor/{node}/{cam}_score/config"] = {
+                "name": f"{cam} anomaly score", "unique_id": f"{node}_{cam}_score",
+                "state_topic": f"{p}/{cam}/score", "state_class": "measurement", **common}
+        return out
+
+    def _publish_state(self, camera: str, on: bool) -> None:
+        self._check(self._client.publish(f"{self._prefix}/{camera}/anomaly", "ON" if on else "OFF",
+                                         qos=self.config.qos, retain=True))
+
+    def _wait_ack(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:
+        """Wait for the PUBACK, giving up early if the connection drops meanwhile."""
+        deadline = self._clock() + timeout
+        try:
+            while not info.is_published():
+                if not self.connected or self._clock() >= deadline:
+                    return False
+                info.wait_for_publish(0.05)
+        except (ValueError, RuntimeError):  # paho: not queued, or failed outright
+            return False
+        return True
+
+    def _check(self, info: mqtt.MQTTMessageInfo) -> bool:
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._count_failure()
+            return False
+        return True
+
+    def _count_failure(self) -> None:
+        with self._lock:
+            self.publish_failures += 1
+
+
+def _node_id(prefix: str) -> str:
+    """Home Assistant object ids allow only [a-zA-Z0-9_-]; topic prefixes may contain '/'."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", prefix)

@@ -1,0 +1,265 @@
+"""The MQTT sink and the Publisher against a real mosquitto: availability, Last Will, events in
+order and valid against the published schema, retained anomaly state, Home Assistant discovery,
+and a broker outage that loses nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from mqtt_broker import Broker, running_broker
+from paho.mqtt.enums import CallbackAPIVersion
+from schema_check import errors
+
+from stream_detector.config import MqttConfig
+from stream_detector.errors import ConfigError
+from stream_detector.messages import Box, Event
+from stream_detector.sinks import Publisher
+from stream_detector.sinks.mqtt import MqttSink
+from stream_detector.store import EventStore, event_payload
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((ROOT / "stream_detector" / "schema" / "event.schema.json").read_text())
+PREFIX = "sd-test"
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with running_broker(tmp_path) as b:
+        yield b
+
+
+class Subscriber:
+    """A paho client recording (topic, payload, retained) for everything it receives."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "",
+                 persistent: bool = False) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                   client_id=client_id, clean_session=not persistent)
+        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self._client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(1, 1)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        assert self._subscribed.wait(5), "subscription not acknowledged"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def wait_for(self, ok: Callable[[list[tuple[str, bytes, bool]]], bool],
+                 timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: ok(self.messages), timeout), self.messages
+            return list(self.messages)
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._cond:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@contextmanager
+def subscribed(port: int, topic: str, **kw: Any) -> Iterator[Subscriber]:
+    sub = Subscriber(port, topic, **kw)
+    try:
+        yield sub
+    finally:
+        sub.close()
+
+
+@contextmanager
+def running_sink(config: MqttConfig, cameras: list[str], **kw: Any) -> Iterator[MqttSink]:
+    sink = MqttSink(config, cameras, **kw)
+    sink.start()
+    try:
+        wait_until(lambda: sink.connected)
+        yield sink
+    finally:
+        sink.stop()
+
+
+def wait_until(ok: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def config(broker: Broker, **kw: Any) -> MqttConfig:
+    return MqttConfig(port=broker.port, topic_prefix=PREFIX, client_id="sd-daemon", **kw)
+
+
+def event_stream(n: int) -> Iterator[tuple[Event, dict[str, Any]]]:
+    """n anomalies, each new -> update -> end, with payloads chained through `before`."""
+    for i in range(n):
+        start = Event(f"ev{i}", "door", "start", 1000.0 + i, 5.0 + i, None, None, 3.0, 10,
+                      Box(0, 0, 16, 16), 3.0)
+        before = None
+        for ev in (start, Event(**{**start.__dict__, "type": "update", "box": None}),
+                   Event(**{**start.__dict__, "type": "end", "end_wall": 1002.0 + i,
+                            "end_stream": 7.0 + i})):
+            payload = event_payload(ev, before)
+            before = payload["after"]
+            yield ev, payload
+
+
+def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -> None:
+    states: list[bool] = []
+    cfg = config(broker, homeassistant_prefix="homeassistant")
+    with running_sink(cfg, ["door", "yard"], on_state=states.append) as sink:
+        with subscribed(broker.port, f"{PREFIX}/available") as sub:  # joins late: retained
+            first = sub.wait_for(lambda m: len(m) >= 1)[0]
+            assert first == (f"{PREFIX}/available", b"online", True)
+        with subscribed(broker.port, "homeassistant/#") as ha:
+            msgs = ha.wait_for(lambda m: len(m) >= 4)
+        with subscribed(broker.port, f"{PREFIX}/available") as sub:
+            sink.stop()  # says offline itself: a clean disconnect suppresses the Will
+            sub.wait_for(lambda m: any(p == b"offline" for _, p, _ in m))
+    assert states == [True, False]
+    configs = {t: json.loads(p) for t, p, retained in msgs if retained}
+    assert set(configs) == {f"homeassistant/{kind}/{PREFIX}/{cam}_{what}/config"
+                            for cam in ("door", "yard")
+                            for kind, what in (("binary_sensor", "anomaly"), ("sensor", "score"))}
+    door = configs[f"homeassistant/binary_sensor/{PREFIX}/door_anomaly/config"]
+    assert door["state_topic"] == f"{PREFIX}/door/anomaly"
+    keys = ("payload_on", "payload_off", "device_class")
+    assert [door[k] for k in keys] == ["ON", "OFF", "motion"]
+    assert door["availability_topic"] == f"{PREFIX}/available"
+    assert len({c["unique_id"] for c in configs.values()}) == 4
+
+
+def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.sqlite")
+    with subscribed(broker.port, f"{PREFIX}/#") as sub, \
+            running_sink(config(broker, score_interval=60.0), ["door"]) as sink:
+        publisher = Publisher(store, sink)
+        publisher.start()
+        sent = []
+        for ev, payload in event_stream(3):
+            store.append(ev, payload)
+            sent.append(payload)
+            publisher.wake()
+        sub.wait_for(lambda m: sum(t == sink.events_topic for t, _, _ in m) >= len(sent))
+        sink.anomaly_state("door", True)
+        for value in (1.5, 2.5, 3.5):  # rate-limited: one per score_interval
+            sink.score("door", value)
+        sink.snapshot("door", b"\xff\xd8jpeg\xff\xd9")
+        sub.wait_for(lambda m: any(t.endswith("/snapshot") for t, _, _ in m))
+        assert publisher.stop(5)
+        with subscribed(broker.port, f"{PREFIX}/door/anomaly") as late:
+            assert late.wait_for(lambda m: len(m) >= 1)[0][1:] == (b"ON", True)
+        sink.anomaly_state("door", False)
+        sub.wait_for(lambda m: m[-1][:2] == (f"{PREFIX}/door/anomaly", b"OFF"))
+    received = [json.loads(p) for p in sub.on(f"{PREFIX}/events")]
+    assert received == sent
+    for payload in received:
+        assert errors(payload, SCHEMA) == [], payload
+    assert [p["type"] for p in received[:3]] == ["new", "update", "end"]
+    assert sub.on(f"{PREFIX}/door/score") == [b"1.5000"]
+    assert sub.on(f"{PREFIX}/door/snapshot") == [b"\xff\xd8jpeg\xff\xd9"]
+    assert store.unpublished() == []
+    store.close()
+
+
+def test_schema_rejects_malformed_payloads() -> None:
+    good = next(event_stream(1))[1]
+    assert errors(good, SCHEMA) == []
+    assert errors({**good, "type": "start"}, SCHEMA)
+    assert errors({**good, "after": {**good["after"], "box": [1, 2, 3]}}, SCHEMA)
+    assert errors({**good, "after": {**good["after"], "extra": 1}}, SCHEMA)
+
+
+def test_unreadable_tls_file_fails_fast_naming_the_key(tmp_path: Path) -> None:
+    cfg = MqttConfig(tls_ca_file=str(tmp_path / "missing-ca.pem"))
+    with pytest.raises(ConfigError, match=r"mqtt\.tls_ca_file"):
+        MqttSink(cfg, ["door"]).start()
+
+
+def test_broker_outage_loses_nothing_and_keeps_order(broker: Broker, tmp_path: Path) -> None:
+    store = EventStore(tmp_path / "events.sqlite")
+    events = list(event_stream(2))  # 6 messages
+    # A persistent session, so the broker queues what arrives while this subscriber reconnects.
+    watcher = {"client_id": "sd-watcher", "persistent": True}
+    with subscribed(broker.port, f"{PREFIX}/events", **watcher) as sub, \
+            running_sink(config(broker), ["door"]) as sink:
+        publisher = Publisher(store, sink, min_backoff=0.1, max_backoff=0.5)
+        publisher.start()
+        for ev, payload in events[:2]:
+            store.append(ev, payload)
+        publisher.wake()
+        sub.wait_for(lambda m: len(m) >= 2)
+
+        broker.stop()
+        wait_until(lambda: not sink.connected)
+        for ev, payload in events[2:]:
+            store.append(ev, payload)
+        publisher.wake()
+        wait_until(lambda: publisher.failures >= 2)  # tries, fails fast, backs off, tries again
+        assert [e.payload for e in store.unpublished()] == [p for _, p in events[2:]]
+
+        broker.start()
+        sub.wait_for(lambda m: len(_first_seen(m)) >= len(events), timeout=20)
+        wait_until(lambda: store.unpublished() == [])
+        assert publisher.stop(5)
+    assert _first_seen(sub.messages) == [p for _, p in events]
+    store.close()
+
+
+def _first_seen(messages: list[tuple[str, bytes, bool]]) -> list[dict[str, Any]]:
+    """Payloads in arrival order without redeliveries (delivery is at least once)."""
+    out: list[dict[str, Any]] = []
+    for _, raw, _ in messages:
+        payload = json.loads(raw)
+        if payload not in out:
+            out.append(payload)
+    return out
+
+
+CHILD = """
+import sys, time
+from stream_detector.config import MqttConfig
+from stream_detector.errors import ConfigError
+from stream_detector.sinks.mqtt import MqttSink
+sink = MqttSink(MqttConfig(port=int(sys.argv[1]), topic_prefix=sys.argv[2], client_id="sd-child"),
+                ["door"])
+sink.start()
+time.sleep(60)
+"""
+
+
+def test_last_will_says_offline_when_daemon_is_killed(broker: Broker) -> None:
+    with subscribed(broker.port, f"{PREFIX}/available") as sub:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(broker.port), PREFIX], cwd=ROOT)
+        try:
+            sub.wait_for(lambda m: any(p == b"online" for _, p, _ in m))
+            os.kill(child.pid, signal.SIGKILL)
+            child.wait(10)
+            msgs = sub.wait_for(lambda m: m[-1][1] == b"offline", timeout=5)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait(10)
+    assert [p for _, p, _ in msgs] == [b"online", b"offline"]

@@ -1,0 +1,196 @@
+"""The capture loop against a real RTSP server (GStreamer) that dies, hangs and comes back."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from stream_detector.buffer import FrameQueue
+from stream_detector.camera import Backoff, CaptureLoop
+from stream_detector.capture import OpenCVSource
+from stream_detector.messages import Frame
+
+pytestmark = pytest.mark.integration
+
+# The server needs GStreamer's introspection bindings, which the system Python has and venvs lack.
+GI_PYTHON = os.environ.get("GI_PYTHON", "/usr/bin/python3")
+SERVER = Path(__file__).with_name("rtsp_server.py")
+STALE_AFTER = 2.0
+GI_CHECK = ("import gi; gi.require_version('Gst', '1.0'); gi.require_version('GstRtspServer', '1.0'); "
+            "from gi.repository import Gst, GstRtspServer")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RtspServer:
+    """rtsp_server.py as a child process on a fixed port, so a restart is the same camera URL."""
+
+    def __init__(self, clip: Path, logfile: Path) -> None:
+        self.port = free_port()
+        self.url = f"rtsp://127.0.0.1:{self.port}/test"
+        self.clip, self.logfile = clip, logfile
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> None:
+        with open(self.logfile, "ab") as log:
+            self.proc = subprocess.Popen(
+                [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip)],
+                stdout=subprocess.PIPE, stderr=log)
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(timeout) and self.proc.stdout.readline().strip() == b"READY"
+        if not ready:
+            self.kill()
+            pytest.fail(f"RTSP server did not start on port {self.port}: "
+                        f"{self.logfile.read_text(errors='replace')[-2000:]}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # works on a SIGSTOPped process too
+            self.proc.wait(10)
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+
+@pytest.fixture(scope="module")
+def gi_python() -> str:
+    """Fail, never skip: without the bindings this test cannot show that reconnects work."""
+    try:
+        done = subprocess.run([GI_PYTHON, "-c", GI_CHECK], capture_output=True, text=True,
+                              timeout=60, check=False)
+    except FileNotFoundError:
+        pytest.fail(f"{GI_PYTHON} not found: the RTSP test server needs Debian's python3 with "
+                    "python3-gi and gir1.2-gst-rtsp-server-1.0 (set GI_PYTHON to use another)")
+    if done.returncode != 0:
+        pytest.fail(f"{GI_PYTHON} cannot load GStreamer's RTSP server: install python3-gi and "
+                    f"gir1.2-gst-rtsp-server-1.0 ({done.stderr.strip().splitlines()[-1:]})")
+    return GI_PYTHON
+
+
+@pytest.fixture()
+def server(gi_python: str, vtest: Path, tmp_path: Path) -> Iterator[RtspServer]:
+    srv = RtspServer(vtest, tmp_path / "rtsp_server.log")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill()
+
+
+class Recorder:
+    """Counts what the loop reports and lets the test wait for a count."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._cond = threading.Condition()
+
+    def _add(self, kind: str) -> None:
+        with self._cond:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self._cond.notify_all()
+
+    def frame_read(self, camera: str) -> None:
+        self._add("read")
+
+    def frame_dropped(self, camera: str) -> None:
+        self._add("dropped")
+
+    def stream_state(self, camera: str, up: bool) -> None:
+        self._add("up" if up else "down")
+
+    def reconnecting(self, camera: str) -> None:
+        self._add("reconnecting")
+
+    def resolution_changed(self, camera: str, width: int, height: int) -> None:
+        self._add(f"size {width}x{height}")
+
+    def wait(self, kind: str, n: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.counts.get(kind, 0) >= n, timeout)
+
+
+@pytest.fixture()
+def capture(server: RtspServer) -> Iterator[Callable[[], tuple[CaptureLoop, FrameQueue[Frame], Recorder]]]:
+    stop = threading.Event()
+    loops: list[CaptureLoop] = []
+
+    def start() -> tuple[CaptureLoop, FrameQueue[Frame], Recorder]:
+        q: FrameQueue[Frame] = FrameQueue(32)
+        rec = Recorder()
+        # The source times out after the loop does: the loop decides, as in the daemon.
+        loop = CaptureLoop("door", lambda: OpenCVSource(server.url, open_timeout=5,
+                                                        read_timeout=STALE_AFTER + 1),
+                           q, stop, rec, stale_after=STALE_AFTER,
+                           backoff=Backoff(initial=0.2, maximum=1.0))
+        loop.start()
+        loops.append(loop)
+        return loop, q, rec
+
+    yield start
+    stop.set()
+    for loop in loops:
+        loop.join(5)
+        assert not loop.is_alive(), "capture loop did not stop"
+
+
+def wait_frame(q: FrameQueue[Frame], after: float, timeout: float) -> Frame:
+    """The first frame captured after monotonic time `after`."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        frame = q.get(timeout=left)
+        if frame is not None and frame.mono_time > after:
+            return frame
+    pytest.fail(f"no frame within {timeout}s")
+
+
+def test_reconnects_after_the_server_is_killed_and_restarted(server: RtspServer, capture) -> None:  # type: ignore[no-untyped-def]
+    loop, q, rec = capture()
+    frame = wait_frame(q, 0.0, 20)
+    assert frame.image.shape == (288, 384, 3) and frame.camera == "door"
+    assert rec.counts["up"] == 1 and rec.counts["size 384x288"] == 1
+
+    server.kill()
+    assert rec.wait("down", 1, STALE_AFTER + 2), "stream loss not reported"
+    assert loop.is_alive()
+
+    server.start()
+    restarted = time.monotonic()
+    frame = wait_frame(q, restarted, 25)
+    assert frame.image.shape == (288, 384, 3)
+    assert rec.counts["up"] == 2 and rec.counts["reconnecting"] >= 1
+    assert loop.is_alive()
+
+
+def test_a_hung_server_counts_as_lost_and_recovers(server: RtspServer, capture) -> None:  # type: ignore[no-untyped-def]
+    loop, q, rec = capture()
+    wait_frame(q, 0.0, 20)
+
+    server.signal(signal.SIGSTOP)  # the socket stays open but nothing comes: only timeouts notice
+    stopped = time.monotonic()
+    try:
+        assert rec.wait("down", 1, STALE_AFTER + 3), "hung stream not reported"
+        assert time.monotonic() - stopped >= 1.0  # a live stream is not declared lost too early
+    finally:
+        server.signal(signal.SIGCONT)
+    resumed = time.monotonic()
+    wait_frame(q, resumed, 25)
+    assert rec.counts["up"] == 2 and loop.is_alive()

@@ -1,0 +1,104 @@
+"""The files in deploy/ stay in step with the code: config keys, unit settings, dashboard datasource."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from stream_detector.config import (
+    CameraConfig,
+    LoggingConfig,
+    MetricsConfig,
+    MqttConfig,
+    StorageConfig,
+    load_daemon_config,
+    parse_daemon_config,
+)
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def test_example_config_loads() -> None:
+    cfg = load_daemon_config(DEPLOY / "config.example.toml")
+    assert list(cfg.cameras) == ["front_door"]
+    assert cfg.cameras["front_door"].source.startswith("rtsp://")
+    assert cfg.mqtt is not None and cfg.mqtt.port == 1883
+    assert cfg.metrics.port == 9108  # the port deploy/prometheus/prometheus.yml scrapes
+    assert cfg.storage.path == "/var/lib/stream-detector"  # the unit's StateDirectory
+
+
+def test_example_config_documents_every_key_with_a_valid_value() -> None:
+    """Uncommenting every `#key = value` line must still load, and show each field of each table."""
+    text = (DEPLOY / "config.example.toml").read_text()
+    doc = tomllib.loads(re.sub(r"(?m)^#(?=\[|[a-z_]+ = )", "", text))
+    cfg = parse_daemon_config(doc, "config.example.toml (uncommented)")
+    assert set(cfg.cameras) == {"front_door", "workshop"}
+    assert set(doc["cameras"]["front_door"]) == field_names(CameraConfig)
+    for table, cls in [("mqtt", MqttConfig), ("metrics", MetricsConfig), ("storage", StorageConfig),
+                       ("logging", LoggingConfig)]:
+        assert set(doc[table]) == field_names(cls), table
+    assert "device" in doc
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, value = line.split("=", 1)
+            settings.setdefault(key.strip(), []).append(value.strip())
+    return settings
+
+
+def test_systemd_unit_uses_notify_watchdog_and_hardening() -> None:
+    s = unit_settings(DEPLOY / "stream-detector.service")
+    expected = {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30", "Restart": "on-failure",
+        "RestartSec": "5", "User": "stream-detector", "Group": "stream-detector", "DynamicUser": "no",
+        "StateDirectory": "stream-detector", "ExecReload": "/bin/kill -HUP $MAINPID",
+        "ExecStart": "/opt/stream-detector/.venv/bin/stream-detector run --config "
+                     "/etc/stream-detector/config.toml",
+        "NoNewPrivileges": "yes", "ProtectSystem": "strict", "ProtectHome": "yes", "PrivateTmp": "yes",
+        "ProtectKernelTunables": "yes", "ProtectControlGroups": "yes", "LockPersonality": "yes",
+        "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX", "SupplementaryGroups": "video",
+    }
+    for key, value in expected.items():
+        assert s.get(key) == [value], key
+
+
+def test_dashboard_uses_the_provisioned_datasource_and_camera_variable() -> None:
+    provisioned = (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()
+    uid = re.search(r"(?m)^\s*uid:\s*(\S+)", provisioned)
+    assert uid is not None and uid.group(1) == "prometheus"
+    dash = json.loads((DEPLOY / "grafana/dashboards/stream-detector.json").read_text())
+    (var,) = dash["templating"]["list"]
+    assert var["name"] == "camera" and var["datasource"]["uid"] == "prometheus"
+    assert var["query"]["query"] == "label_values(stream_detector_stream_up, camera)"
+    for panel in dash["panels"]:
+        assert panel["datasource"]["uid"] == "prometheus", panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] == "prometheus", panel["title"]
+            if "camera" in target["legendFormat"]:
+                assert 'camera=~"$camera"' in target["expr"], target["expr"]
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids))
+
+
+def test_compose_mounts_files_that_exist() -> None:
+    compose = (DEPLOY / "docker-compose.yml").read_text()
+    assert "dockerfile: deploy/Dockerfile" in compose and (DEPLOY / "Dockerfile").is_file()
+    for source in re.findall(r"(?m)^\s*- (\./[\w./-]+):", compose):
+        assert (DEPLOY / source).exists(), source
+    dashboards = (DEPLOY / "grafana/provisioning/dashboards/dashboards.yml").read_text()
+    path = re.search(r"(?m)^\s*path:\s*(\S+)", dashboards)
+    assert path is not None and f"./grafana/dashboards:{path.group(1)}:ro" in compose
+    assert "./prometheus:/etc/prometheus:ro" in compose
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["stream-detector", "run", "--config", "/config/config.toml"]' in dockerfile

@@ -1,0 +1,218 @@
+"""Metrics on a fresh registry, and the HTTP endpoints the probes and Prometheus use."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import generate_latest
+
+from stream_detector.metrics import HealthServer, Metrics
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture()
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float | None:
+    return registry.get_sample_value(name, labels)
+
+
+def test_counters_gauges_and_histograms(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    for _ in range(3):
+        m.frame_read("door")
+    m.frame_dropped("door")
+    m.stream_state("door", True)
+    m.reconnecting("door")
+    m.queue_depth("door", 4)
+    m.model_state("door", True)
+    m.scored("door", 2.5, 0.04)
+    m.inference("cpu", 0.02)
+    m.mqtt_state(True)
+    m.publish_failed()
+
+    assert value(registry, "stream_detector_frames_read_total", camera="door") == 3
+    assert value(registry, "stream_detector_frames_dropped_total", camera="door") == 1
+    assert value(registry, "stream_detector_frames_scored_total", camera="door") == 1
+    assert value(registry, "stream_detector_reconnects_total", camera="door") == 1
+    assert value(registry, "stream_detector_stream_up", camera="door") == 1
+    assert value(registry, "stream_detector_queue_depth", camera="door") == 4
+    assert value(registry, "stream_detector_model_loaded", camera="door") == 1
+    assert value(registry, "stream_detector_anomaly_score", camera="door") == 2.5
+    assert value(registry, "stream_detector_scoring_latency_seconds_count", camera="door") == 1
+    assert value(registry, "stream_detector_scoring_latency_seconds_bucket", camera="door", le="0.05") == 1
+    assert value(registry, "stream_detector_scoring_latency_seconds_bucket", camera="door", le="0.025") == 0
+    assert value(registry, "stream_detector_inference_seconds_count", device="cpu") == 1
+    assert value(registry, "stream_detector_mqtt_connected") == 1
+    assert value(registry, "stream_detector_mqtt_publish_failures_total") == 1
+    assert value(registry, "process_cpu_seconds_total") is not None
+    assert any(s.name == "python_info" for mf in registry.collect() for s in mf.samples)
+
+
+def test_series_exist_at_zero_from_first_mention(registry: CollectorRegistry) -> None:
+    """Drop ratios and event rates need their series before the first drop or event."""
+    m = Metrics(registry)
+    m.camera_added("yard")
+    assert value(registry, "stream_detector_frames_dropped_total", camera="yard") == 0
+    assert value(registry, "stream_detector_events_total", camera="yard", type="start") == 0
+    assert value(registry, "stream_detector_anomaly_active", camera="yard") == 0
+    assert value(registry, "stream_detector_stream_up", camera="yard") == 0
+
+
+def test_events_toggle_anomaly_active(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    m.event("door", "start", 0.3)
+    assert value(registry, "stream_detector_anomaly_active", camera="door") == 1
+    m.event("door", "update", None)
+    m.event("door", "end", 0.2)
+    assert value(registry, "stream_detector_anomaly_active", camera="door") == 0
+    for kind in ("start", "update", "end"):
+        assert value(registry, "stream_detector_events_total", camera="door", type=kind) == 1
+    assert value(registry, "stream_detector_event_latency_seconds_count", camera="door") == 2
+    with pytest.raises(ValueError, match="event type"):
+        m.event("door", "begin")
+
+
+def test_fps_is_an_ewma_of_frame_intervals_and_resets_on_outage(registry: CollectorRegistry) -> None:
+    clock = FakeClock()
+    m = Metrics(registry, clock=clock, fps_weight=0.5)
+    m.frame_read("door")
+    assert m.fps("door") == 0.0  # one frame gives no interval
+    for _ in range(20):
+        clock.now += 0.1
+        m.frame_read("door")
+    assert m.fps("door") == pytest.approx(10.0)
+    clock.now += 0.2
+    m.frame_read("door")  # one slow frame moves the estimate halfway: interval 0.15 s
+    assert m.fps("door") == pytest.approx(1 / 0.15)
+    assert value(registry, "stream_detector_capture_fps", camera="door") == pytest.approx(1 / 0.15)
+
+    m.stream_state("door", False)
+    assert value(registry, "stream_detector_capture_fps", camera="door") == 0
+    clock.now += 60.0  # the outage must not count as a 60 s frame interval
+    m.stream_state("door", True)
+    m.frame_read("door")
+    clock.now += 0.04
+    m.frame_read("door")
+    assert m.fps("door") == pytest.approx(25.0)
+
+
+def test_camera_removed_removes_its_series_only(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    for cam in ("door", "yard"):
+        m.frame_read(cam)
+        m.scored(cam, 1.0, 0.01)
+        m.event(cam, "start", 0.1)
+    m.camera_removed("door")
+    text = exposition(registry)
+    assert 'camera="door"' not in text
+    assert 'camera="yard"' in text
+    assert value(registry, "stream_detector_frames_read_total", camera="yard") == 1
+    m.camera_removed("door")  # idempotent
+    m.frame_read("door")  # a camera that comes back starts from zero
+    assert value(registry, "stream_detector_frames_read_total", camera="door") == 1
+
+
+def test_readiness_needs_a_model_and_a_recent_score(registry: CollectorRegistry) -> None:
+    clock = FakeClock()
+    m = Metrics(registry, clock=clock)
+    assert m.readiness(10.0)[0] is False  # no cameras yet
+    m.model_state("door", True)
+    ok, detail = m.readiness(10.0)
+    assert not ok and detail["cameras"]["door"]["seconds_since_scored"] is None
+    m.scored("door", 0.5, 0.01)
+    assert m.readiness(10.0)[0] is True
+    clock.now += 11.0
+    ok, detail = m.readiness(10.0)
+    assert not ok and detail["cameras"]["door"]["seconds_since_scored"] == pytest.approx(11.0)
+
+
+def exposition(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
+
+
+class Probe:
+    """A readiness callback the test can flip."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self) -> tuple[bool, dict[str, Any]]:
+        return self.ready, {"cameras": {"door": {"ready": self.ready}}}
+
+
+@pytest.fixture()
+def served(registry: CollectorRegistry) -> Iterator[tuple[HealthServer, Probe]]:
+    probe = Probe()
+    server = HealthServer("127.0.0.1", 0, registry, probe)
+    server.start()
+    try:
+        yield server, probe
+    finally:
+        server.stop()
+
+
+def get(server: HealthServer, path: str) -> tuple[int, str, bytes]:
+    url = f"http://127.0.0.1:{server.port}{path}"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.headers["Content-Type"], resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers["Content-Type"], err.read()
+
+
+def test_http_endpoints(served: tuple[HealthServer, Probe], registry: CollectorRegistry,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    server, probe = served
+    assert server.port > 0
+    Metrics(registry).frame_read("door")
+
+    code, ctype, body = get(server, "/metrics")
+    assert code == 200 and ctype.startswith("text/plain") and "version=" in ctype
+    assert b'stream_detector_frames_read_total{camera="door"} 1.0' in body
+    assert b"process_cpu_seconds_total" in body
+
+    code, ctype, body = get(server, "/healthz")
+    assert (code, ctype, json.loads(body)) == (200, "application/json", {"status": "ok"})
+
+    code, _, body = get(server, "/readyz")
+    assert code == 503 and json.loads(body)["cameras"]["door"]["ready"] is False
+    probe.ready = True
+    code, _, body = get(server, "/readyz")
+    assert code == 200 and json.loads(body)["status"] == "ready"
+
+    assert get(server, "/nope")[0] == 404
+    assert capsys.readouterr().err == ""  # no access log on stderr
+
+
+def test_readiness_that_raises_is_not_ready(registry: CollectorRegistry) -> None:
+    def broken() -> tuple[bool, dict[str, Any]]:
+        raise RuntimeError("store locked")
+
+    with HealthServer("127.0.0.1", 0, registry, broken) as server:
+        code, _, body = get(server, "/readyz")
+    assert code == 503 and "store locked" in json.loads(body)["error"]
+
+
+def test_stop_releases_the_port(registry: CollectorRegistry) -> None:
+    server = HealthServer("127.0.0.1", 0, registry, Probe())
+    server.start()
+    port = server.port
+    server.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
