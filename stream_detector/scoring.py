@@ -42,8 +42,9 @@ def context_offsets(window: int, pretext: str) -> tuple[list[int], int]:
 class WindowScorer:
     """Scores one stream chunk by chunk; every frame is encoded exactly once.
 
-    `detector` is the exported module (TorchScript) or its eager twin: anything with `encode` and a
-    forward(context, last, target) returning (prediction, cell_error, cell_score, frame_score).
+    `detector` is the exported module (TorchScript) or its eager twin: anything with `encode`,
+    `spatial_channels` and a forward(series, spatial, last, target) returning
+    (prediction, cell_error, cell_score, frame_score).
     """
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
@@ -55,6 +56,7 @@ class WindowScorer:
         self.smoothing = smoothing
         self.device = device
         self.chunk = chunk
+        self.spatial_channels = int(detector.spatial_channels)
         self.ring = FeatureRing(slicer.window - 1)
         self._ema: float | None = None
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
@@ -98,8 +100,10 @@ class WindowScorer:
         targets = range(self.ring.seen, self.ring.seen + len(frames))
         windows = torch.tensor([self.slicer.window_indices(t) for t in targets], device=self.device)
         windows = windows - offset
-        ctx = all_f[windows[:, self.context]]  # (n, T-1, F, h, w)
-        out = self.detector(ctx, all_x[windows[:, self.last]], all_x[windows[:, -1]])
+        c = self.spatial_channels
+        series = all_f[:, c:][windows[:, self.context]]  # (n, T-1, Ct, h, w): copy only what is used
+        spatial = all_f[:, :c][windows[:, self.context[-1]]]  # (n, C, h, w)
+        out = self.detector(series, spatial, all_x[windows[:, self.last]], all_x[windows[:, -1]])
         self.ring.extend(x, feats)
         return (out[1].cpu().numpy(), out[2].cpu().numpy(), out[3].cpu().numpy())
 

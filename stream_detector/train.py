@@ -128,9 +128,11 @@ def _window_loss(net: SpacetimeNet, batch: Tensor, windows: Tensor, ctx_pos: lis
     b, length, h, w = batch.shape
     feats = net.encode(batch.reshape(b * length, 1, h, w)).reshape(b, length, -1, h // 4, w // 4)
     win = windows.to(batch.device)
-    ctx = feats[:, win[:, ctx_pos]].flatten(0, 1)  # (B*S, T-1, F, h, w)
+    c = net.spatial_channels
+    series = feats[:, :, c:][:, win[:, ctx_pos]].flatten(0, 1)  # (B*S, T-1, Ct, h, w)
+    spatial = feats[:, :, :c][:, win[:, ctx_pos[-1]]].flatten(0, 1)  # (B*S, C, h, w)
     frames = batch[:, win].flatten(0, 1)  # (B*S, T, H, W)
-    pred = net.predict(ctx, frames[:, last_pos, None])
+    pred = net.predict(series, spatial, frames[:, last_pos, None])
     return torch.nn.functional.mse_loss(pred, frames[:, -1, None])
 
 

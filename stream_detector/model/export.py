@@ -18,7 +18,7 @@ import torch
 from stream_detector.model.network import SpacetimeDetector
 
 FORMAT = "stream-detector-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: forward(series, spatial, last, target)
 MODEL_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 
@@ -60,8 +60,9 @@ def _check_same(eager: SpacetimeDetector, scripted: torch.jit.ScriptModule, meta
     gen = torch.Generator().manual_seed(0)
     frames = torch.rand(steps + 1, 1, height, width, generator=gen) * 2 - 1
     feats = eager.encode(frames)
-    ctx = feats[None, :steps]
-    a = eager(ctx, frames[None, steps - 1], frames[None, steps])
-    b = scripted(ctx, frames[None, steps - 1], frames[None, steps])
+    c = eager.spatial_channels
+    args = (feats[None, :steps, c:], feats[None, steps - 1, :c], frames[None, steps - 1], frames[None, steps])
+    a = eager(*args)
+    b = scripted(*args)
     if not torch.allclose(a.cell_score, b.cell_score, rtol=1e-4, atol=1e-4):
         raise RuntimeError("TorchScript export disagrees with the eager model")

@@ -55,11 +55,11 @@ class SpacetimeNet(nn.Module):
         s = self.spatial(frames)
         return torch.cat([s, self.to_time(s)], dim=1)
 
-    def predict(self, context: Tensor, last: Tensor) -> Tensor:
-        """context (B, T-1, C+Ct, h, w) cached features; last (B, 1, H, W) the newest context frame."""
-        b, steps, _, h, w = context.shape
-        spatial = context[:, -1, : self.spatial_channels]
-        series = context[:, :, self.spatial_channels:].permute(0, 2, 1, 3, 4)  # (B, Ct, T-1, h, w)
+    def predict(self, series: Tensor, spatial: Tensor, last: Tensor) -> Tensor:
+        """series (B, T-1, Ct, h, w): the context frames' time-slice features; spatial (B, C, h, w):
+        the newest context frame's spatial features; last (B, 1, H, W): that frame's pixels."""
+        b, steps, _, h, w = series.shape
+        series = series.permute(0, 2, 1, 3, 4)  # (B, Ct, T-1, h, w)
         motion = torch.cat([torch.zeros_like(series[:, :, :1]), series[:, :, 1:] - series[:, :, :-1]], 2)
         slices = torch.cat([series, motion], 1).reshape(b, -1, steps, h * w)
         temporal = self.temporal(slices).reshape(b, -1, h, w)
@@ -77,6 +77,7 @@ class SpacetimeDetector(nn.Module):
         super().__init__()
         self.net = net
         self.top_k = top_k
+        self.spatial_channels = net.spatial_channels  # features[:, :C] spatial, [:, C:] time slices
         y0, y1, x0, x1 = cell_edges
         self.register_buffer("y0", y0.long())
         self.register_buffer("y1", y1.long())
@@ -100,8 +101,8 @@ class SpacetimeDetector(nn.Module):
         area = ((self.y1 - self.y0)[:, None] * (self.x1 - self.x0)[None, :]).to(error.dtype)
         return total / area
 
-    def forward(self, context: Tensor, last: Tensor, target: Tensor) -> DetectorOutput:
-        prediction = self.net.predict(context, last)
+    def forward(self, series: Tensor, spatial: Tensor, last: Tensor, target: Tensor) -> DetectorOutput:
+        prediction = self.net.predict(series, spatial, last)
         cell_error = self.cell_errors((prediction - target) ** 2)
         cell_score = (cell_error - self.center) / self.scale
         k = min(self.top_k, cell_score.shape[1] * cell_score.shape[2])

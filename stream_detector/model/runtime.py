@@ -133,7 +133,9 @@ def _check_shapes(module: Any, meta: dict[str, Any], slicer: SpacetimeSlicer, pa
     frames = torch.zeros(steps + 1, 1, slicer.height, slicer.width, device=device)
     try:
         feats = module.encode(frames)
-        out = module(feats[None, :steps], frames[None, steps - 1], frames[None, steps])
+        c = int(module.spatial_channels)
+        out = module(feats[None, :steps, c:], feats[None, steps - 1, :c], frames[None, steps - 1],
+                     frames[None, steps])
     except RuntimeError as exc:
         raise ModelError(f"{path}: model does not accept its declared input "
                          f"({slicer.width}x{slicer.height}, window {slicer.window}): "

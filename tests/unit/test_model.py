@@ -70,7 +70,8 @@ def test_torchscript_round_trip_matches_eager(tmp_path: Path) -> None:
     scripted = torch.jit.script(det)
     x = torch.from_numpy(frames(4))[:, None]
     feats = det.encode(x)
-    args = (feats[None, :3], x[None, 2], x[None, 3])
+    c = det.spatial_channels
+    args = (feats[None, :3, c:], feats[None, 2, :c], x[None, 2], x[None, 3])
     eager = det(*args)
     torch.testing.assert_close(scripted(*args).cell_score, eager.cell_score)
     path = tmp_path / "m.pt"
