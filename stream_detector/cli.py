@@ -20,6 +20,8 @@ from stream_detector.model.runtime import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from stream_detector.config import DaemonConfig
+    from stream_detector.model.runtime import LoadedModel
+    from stream_detector.scoring import ScoreBatch
 
 
 
@@ -110,24 +112,24 @@ def _fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decode(model_path: Path, device: str, source: Path) -> tuple[object, np.ndarray]:
+def _clip_scores(model: LoadedModel, source: Path) -> tuple[int, ScoreBatch]:
+    """Decode a whole file and score it causally; returns (frames, scores)."""
     from stream_detector.capture import iter_frames, video_info
-    from stream_detector.model.runtime import load
     from stream_detector.preprocess import Preprocessor
+    from stream_detector.scoring import score_frames
 
-    model = load(model_path, device)
     info = video_info(source)
     model.check_source(info.width, info.height, str(source))
     prep = Preprocessor(*model.metadata["working_size"])
-    return model, np.stack([prep(f) for f in iter_frames(source)])
+    frames = np.stack([prep(f) for f in iter_frames(source)])
+    return len(frames), score_frames(model.module, model.slicer, model.pretext, model.smoothing,
+                                     model.device, frames)
 
 
 def _score(args: argparse.Namespace) -> int:
-    from stream_detector.scoring import score_frames
+    from stream_detector.model.runtime import load
 
-    model, frames = _decode(args.model, args.device, args.source)
-    batch = score_frames(model.module, model.slicer, model.pretext, model.smoothing,  # type: ignore[attr-defined]
-                         model.device, frames)  # type: ignore[attr-defined]
+    n, batch = _clip_scores(load(args.model, args.device), args.source)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -136,32 +138,29 @@ def _score(args: argparse.Namespace) -> int:
             w.writerow([i, f"{v:.6f}", int(warm)])
     if args.maps:
         np.save(args.maps, batch.cell_score.astype(np.float32))
-    print(f"wrote {args.out} ({len(frames)} frames, max score {batch.score.max():.2f})")
+    print(f"wrote {args.out} ({n} frames, max score {batch.score.max():.2f})")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
     from stream_detector.evaluation import check_length, load_labelled, roc_curve, summarise
     from stream_detector.progress import Progress
+    from stream_detector.model.runtime import load
     from stream_detector.report import roc_plot, stack_plots, timeline_plot, write_png
-    from stream_detector.scoring import score_frames
 
     clips = load_labelled(args.data)
+    model = load(args.model, args.device)
     names, scores, labels = [], [], []
     bar = Progress("evaluating", len(clips))
-    model = None
     for i, clip in enumerate(clips):
-        model, frames = _decode(args.model, args.device, clip.path)
-        check_length(clip, len(frames))
-        batch = score_frames(model.module, model.slicer, model.pretext, model.smoothing,  # type: ignore[attr-defined]
-                             model.device, frames)  # type: ignore[attr-defined]
+        n, batch = _clip_scores(model, clip.path)
+        check_length(clip, n)
         names.append(clip.name)
         scores.append(batch.score)
         labels.append(clip.labels)
         bar.update(i + 1, clip.name)
-    assert model is not None
-    threshold = model.threshold(args.false_alarms_per_hour)  # type: ignore[attr-defined]
-    result = summarise(names, scores, labels, threshold, model.metadata["fps"])  # type: ignore[attr-defined]
+    threshold = model.threshold(args.false_alarms_per_hour)
+    result = summarise(names, scores, labels, threshold, model.metadata["fps"])
     out: Path = args.report
     fpr, tpr = roc_curve(np.concatenate(scores), np.concatenate(labels))
     write_png(out / "roc.png", roc_plot(fpr, tpr, f"frame-level ROC, causal scores: AUC {result.auc_causal:.3f}"))
@@ -249,14 +248,13 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from stream_detector.model.runtime import load
-    from stream_detector.pipeline import check_camera
+    from stream_detector.pipeline import check_camera, check_device, load_camera_model
 
     cfg = _load_config(args.config)
+    check_device(cfg.device, cfg.path)
     for name, cam in cfg.cameras.items():
-        check_camera(name, cam, str(args.config))
-        model = load(Path(cam.model) if cam.model else DEFAULT_MODEL, cfg.device)
-        model.threshold(cam.false_alarms_per_hour)
+        check_camera(name, cam, cfg.path)
+        load_camera_model(name, cam, cfg.device, cfg.path).threshold(cam.false_alarms_per_hour)
     print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)})")
     return 0
 

@@ -22,8 +22,16 @@ from stream_detector.errors import SourceError
 from stream_detector.events import EventPolicy, EventTracker
 from stream_detector.messages import Event, Frame
 from stream_detector.metrics import HealthServer, Metrics
-from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load
-from stream_detector.pipeline import FrameScorer, _Camera, check_camera, ignore_mask, open_source_for
+from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel
+from stream_detector.pipeline import (
+    FrameScorer,
+    CameraState,
+    check_camera,
+    check_device,
+    ignore_mask,
+    load_camera_model,
+    open_source_for,
+)
 from stream_detector.report import snapshot
 from stream_detector.sinks import Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink
@@ -37,13 +45,17 @@ IDLE_WAIT = 0.005  # seconds the worker sleeps when no camera has a frame waitin
 class Daemon:
     def __init__(self, cfg: DaemonConfig, stdout: TextIO, registry: CollectorRegistry | None = None) -> None:
         self.cfg = cfg
+        self._models: dict[tuple[str, str], LoadedModel] = {}
+        check_device(cfg.device, cfg.path)
+        for name, cam in cfg.cameras.items():  # fail fast on bad cameras and models, before any I/O
+            check_camera(name, cam, cfg.path)
+            self._model_for(name, cam, cfg.path)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.stdout_sink = StdoutSink(stdout)
         self.stop_event = threading.Event()
         self._lock = threading.RLock()  # cameras dict and per-camera scoring/emitting
-        self._models: dict[tuple[str, str], LoadedModel] = {}
-        self._cameras: dict[str, _Camera] = {}
+        self._cameras: dict[str, CameraState] = {}
         self._latency: dict[int, tuple[str, float]] = {}  # seq -> (camera, capture mono time)
         self._lost: set[str] = set()  # cameras whose stream broke; handled by the worker
         self.store = EventStore.from_config(cfg.storage)
@@ -54,9 +66,6 @@ class Daemon:
         self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
                                    lambda: self.metrics.readiness(cfg.metrics.ready_after))
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
-        for name, cam in cfg.cameras.items():  # fail fast on bad cameras and models, before threads
-            check_camera(name, cam, cfg.path)
-            self._model_for(cam)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -89,7 +98,7 @@ class Daemon:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
         for name, cam in new.cameras.items():
             check_camera(name, cam, new.path)
-            self._model_for(cam)
+            self._model_for(name, cam, new.path)
         if (new.mqtt, new.metrics, new.storage, new.device) != (
                 self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device):
             log.warning("reload: mqtt, metrics, storage and device changes apply after a restart")
@@ -112,19 +121,18 @@ class Daemon:
 
     # --- cameras -----------------------------------------------------------------------------
 
-    def _model_for(self, cam: CameraConfig) -> LoadedModel:
-        path = cam.model or str(DEFAULT_MODEL)
-        key = (path, self.cfg.device)
+    def _model_for(self, name: str, cam: CameraConfig, where: str) -> LoadedModel:
+        key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
         if key not in self._models:
-            self._models[key] = load(Path(path), self.cfg.device)
+            self._models[key] = load_camera_model(name, cam, self.cfg.device, where)
         return self._models[key]
 
     def _start_camera(self, name: str, cfg: CameraConfig) -> None:
-        model = self._model_for(cfg)
+        model = self._model_for(name, cfg, self.cfg.path)
         threshold = model.threshold(cfg.false_alarms_per_hour)
         policy = EventPolicy(threshold, cfg.low_threshold_ratio * threshold, cfg.min_duration,
                              cfg.cooldown, cfg.update_interval)
-        cam = _Camera(name, cfg, model, threshold, FrameQueue(cfg.queue_size, DropPolicy.DROP_OLDEST),
+        cam = CameraState(name, cfg, model, threshold, FrameQueue(cfg.queue_size, DropPolicy.DROP_OLDEST),
                       EventTracker(name, policy))
         cam.capture = CaptureLoop(name, lambda: open_source_for(cfg), cam.queue, cam.stop,
                                   _Observer(self), stale_after=cfg.stale_after,
@@ -139,15 +147,15 @@ class Daemon:
         cam.stop.set()
         if cam.capture is not None:
             cam.capture.join(timeout=3.0)
-        for ev in cam.tracker.close(time.time(), 0.0):
+        for ev in cam.tracker.close(time.time(), cam.stream_time):
             self._emit(cam, ev, time.monotonic())
         self.metrics.camera_removed(name)
 
-    def _stream_lost(self, cam: _Camera) -> None:
+    def _stream_lost(self, cam: CameraState) -> None:
         """The stream broke: its past is gone (reset windows) and an open event ends now."""
         if cam.scorer is not None:
             cam.scorer.reset()
-        for ev in cam.tracker.close(time.time(), 0.0):
+        for ev in cam.tracker.close(time.time(), cam.stream_time):
             self._emit(cam, ev, time.monotonic())
 
     # --- inference worker --------------------------------------------------------------------
@@ -157,18 +165,20 @@ class Daemon:
             busy = False
             with self._lock:
                 for cam in list(self._cameras.values()):
-                    if cam.name in self._lost:
-                        self._lost.discard(cam.name)
-                        self._stream_lost(cam)
+                    # The loss is read before draining: frames queued before it are scored first.
+                    lost = cam.name in self._lost
+                    self._lost.discard(cam.name)
                     self.metrics.queue_depth(cam.name, len(cam.queue))
                     frames = cam.queue.get_all()
                     if frames:
                         busy = True
                         self._score(cam, frames)
+                    if lost:
+                        self._stream_lost(cam)
             if not busy:
                 self.stop_event.wait(IDLE_WAIT)
 
-    def _score(self, cam: _Camera, frames: list[Frame]) -> None:
+    def _score(self, cam: CameraState, frames: list[Frame]) -> None:
         h, w = frames[-1].image.shape[:2]
         if cam.size != (w, h):
             self._resize(cam, w, h)
@@ -180,6 +190,7 @@ class Daemon:
         self.metrics.inference(cam.model.device.type, time.perf_counter() - started)
         now = time.monotonic()
         for f, s in zip(frames, scores):
+            cam.stream_time = s.stream_time
             self.metrics.scored(cam.name, s.score, now - f.mono_time)
             if self.mqtt:
                 self.mqtt.score(cam.name, s.score)
@@ -189,7 +200,7 @@ class Daemon:
             for ev in events:
                 self._emit(cam, ev, f.mono_time)
 
-    def _resize(self, cam: _Camera, w: int, h: int) -> None:
+    def _resize(self, cam: CameraState, w: int, h: int) -> None:
         """First frame or a resolution change: check the aspect, rebuild the scorer and masks."""
         cam.size = (w, h)
         try:
@@ -205,7 +216,7 @@ class Daemon:
 
     # --- events ------------------------------------------------------------------------------
 
-    def _emit(self, cam: _Camera, ev: Event, captured: float) -> None:
+    def _emit(self, cam: CameraState, ev: Event, captured: float) -> None:
         """Store first (so nothing is lost), then hand to the sinks."""
         before = cam.before.get(ev.id)
         snap = self._snapshot(cam, ev) if ev.type in ("start", "end") else None
@@ -223,7 +234,7 @@ class Daemon:
             self.mqtt.anomaly_state(cam.name, ev.type != "end")
         self.publisher.wake()
 
-    def _snapshot(self, cam: _Camera, ev: Event) -> str | None:
+    def _snapshot(self, cam: CameraState, ev: Event) -> str | None:
         if not (self.cfg.storage.snapshots and cam.cfg.snapshot and cam.peak is not None):
             return None
         score, image, cells, box = cam.peak

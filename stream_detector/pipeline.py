@@ -17,10 +17,10 @@ from stream_detector.camera import CaptureLoop
 from stream_detector.capture import FrameSource, OpenCVSource, source_kind
 from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
-from stream_detector.errors import ConfigError
+from stream_detector.errors import ConfigError, ModelError
 from stream_detector.events import EventPolicy, EventTracker
 from stream_detector.messages import Event, Frame, FrameScore
-from stream_detector.model.runtime import LoadedModel
+from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load, pick_device
 from stream_detector.preprocess import Preprocessor
 from stream_detector.scoring import WindowScorer, firing_cells
 
@@ -94,8 +94,24 @@ def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
         raise ConfigError(f"{where}: cameras.{name}.source: no such file {cfg.source}")
 
 
+def check_device(device: str, where: str) -> None:
+    """Fail fast, naming the key, when the configured device does not exist here (cuda, no GPU)."""
+    try:
+        pick_device(device)
+    except ModelError as exc:
+        raise ConfigError(f"{where}: device: {exc}") from None
+
+
+def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str) -> LoadedModel:
+    """The camera's model (the committed demo model when it names none); errors name file and key."""
+    try:
+        return load(Path(cfg.model) if cfg.model else DEFAULT_MODEL, device)
+    except ModelError as exc:
+        raise ModelError(f"{where}: cameras.{name}.model: {exc}") from None
+
+
 @dataclass
-class _Camera:
+class CameraState:
     """Everything one camera owns while it runs."""
 
     name: str
@@ -109,5 +125,6 @@ class _Camera:
     scorer: FrameScorer | None = None  # built at the first frame (needs the source size)
     size: tuple[int, int] | None = None
     unfit: bool = False  # the source's aspect does not fit the model: frames are not scored
+    stream_time: float = 0.0  # of the last scored frame: where an event closed by a loss ends
     peak: tuple[float, np.ndarray, np.ndarray, Any] | None = None  # score, image, cells, box
     before: dict[str, dict[str, Any]] = field(default_factory=dict)
