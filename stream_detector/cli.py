@@ -16,7 +16,7 @@ import numpy as np
 
 from stream_detector import __version__
 from stream_detector.errors import UserError
-from stream_detector.model.runtime import DEFAULT_MODEL
+from stream_detector.model import DEFAULT_MODEL  # not model.runtime: config errors need no torch
 
 if TYPE_CHECKING:
     from stream_detector.config import DaemonConfig
@@ -167,6 +167,8 @@ def _eval(args: argparse.Namespace) -> int:
     write_png(out / "timelines.png", stack_plots([timeline_plot(n, s, y, threshold)
                                                   for n, s, y in zip(names, scores, labels)]))
     summary = {"model": str(args.model), "data": str(args.data), **result.__dict__}
+    summary["per_clip_auc"] = {k: (None if np.isnan(v) else v)  # undefined for all-anomalous clips
+                               for k, v in result.per_clip_auc.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"frames {result.frames} ({result.anomalous_frames} anomalous) in {len(clips)} clips")
     print(f"frame-level micro AUC, causal scores:               {result.auc_causal:.4f}")
@@ -214,10 +216,11 @@ def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    cfg = _load_config(args.config)  # before importing the daemon (torch): config errors come fast
+
     from stream_detector.daemon import Daemon
     from stream_detector.notify import notify
 
-    cfg = _load_config(args.config)
     logging.basicConfig(level=cfg.logging.level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("stream_detector")
@@ -248,9 +251,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    cfg = _load_config(args.config)  # before importing the pipeline (torch), as in _run
+
     from stream_detector.pipeline import check_camera, check_device, load_camera_model
 
-    cfg = _load_config(args.config)
     check_device(cfg.device, cfg.path)
     for name, cam in cfg.cameras.items():
         check_camera(name, cam, cfg.path)

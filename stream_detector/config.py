@@ -90,6 +90,10 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(fields))})")
+    missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}: required key missing")
     values = {}
     for name, value in data.items():
         values[name] = _coerce(value, hints[name], f"{where}.{name}")
@@ -97,7 +101,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
         return cls(**values)
     except ConfigError as exc:
         raise ConfigError(f"{where}.{exc}") from None
-    except TypeError as exc:  # a required field is missing
+    except TypeError as exc:  # a value the checks above let through; still one line, not a traceback
         raise ConfigError(f"{where}: {exc}") from None
 
 
@@ -286,8 +290,11 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     device = doc.get("device", "auto")
     if device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
+    enabled = {k: v for k, v in cameras.items() if v.enabled}
+    if not enabled:
+        raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
     return DaemonConfig(
-        cameras={k: v for k, v in cameras.items() if v.enabled},
+        cameras=enabled,
         mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt") if "mqtt" in doc else None,
         metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics"),
         storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),

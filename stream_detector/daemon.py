@@ -231,7 +231,8 @@ class Daemon:
         self.metrics.event(cam.name, ev.type)
         if self.mqtt:
             self.stdout_sink.deliver_event(seq, payload)
-            self.mqtt.anomaly_state(cam.name, ev.type != "end")
+            if ev.type != "update":  # a state topic: ON at start, OFF at end, not again per update
+                self.mqtt.anomaly_state(cam.name, ev.type == "start")
         self.publisher.wake()
 
     def _snapshot(self, cam: CameraState, ev: Event) -> str | None:

@@ -15,11 +15,10 @@ from typing import Any
 import torch
 
 from stream_detector.errors import ModelError, SourceError
+from stream_detector.model import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
 from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, sha256_of
 from stream_detector.slicer import SpacetimeSlicer
 
-# The committed demo model, used when a camera names none (a source checkout or an editable install).
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "vtest"
 REQUIRED = ("working_size", "window", "cell", "cell_stride", "grid", "pretext", "smoothing", "fps",
             "calibration", "files")
 

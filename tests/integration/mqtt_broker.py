@@ -1,4 +1,5 @@
-"""A real mosquitto broker for integration tests, which tests can stop and restart.
+"""A real mosquitto broker for integration tests, which tests can stop and restart, and a
+subscriber that records what it receives.
 
 Test modules wrap `running_broker` in a three-line fixture. This is not a fixture in
 tests/integration/conftest.py because that file would shadow tests/conftest.py as the module
@@ -10,10 +11,15 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin:/usr/local/sbin")
 
@@ -78,3 +84,56 @@ def running_broker(workdir: Path) -> Iterator[Broker]:
         if b.proc is not None and b.proc.poll() is None:
             b.proc.kill()
             b.proc.wait(10)
+
+
+Message = tuple[str, bytes, bool]  # topic, payload, retained
+
+
+class Subscriber:
+    """A paho client recording (topic, payload, retained) for everything it receives."""
+
+    def __init__(self, port: int, topic: str, client_id: str = "",
+                 persistent: bool = False) -> None:
+        self.messages: list[Message] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
+                                   client_id=client_id, clean_session=not persistent)
+        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self._client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
+        self._client.on_message = self._on_message
+        self._client.reconnect_delay_set(1, 1)
+        self._client.connect("127.0.0.1", port)
+        self._client.loop_start()
+        assert self._subscribed.wait(5), "subscription not acknowledged"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._cond:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self._cond.notify_all()
+
+    def wait_for(self, ok: Callable[[list[Message]], bool], timeout: float = 10.0) -> list[Message]:
+        with self._cond:
+            assert self._cond.wait_for(lambda: ok(self.messages), timeout), self.summary()
+            return list(self.messages)
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._cond:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def summary(self) -> str:
+        """What arrived, with long payloads (snapshots) cut short, for assertion messages."""
+        return "\n".join(f"{t} {p[:100]!r}{' (retained)' if r else ''}" for t, p, r in self.messages)
+
+    def close(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+
+@contextmanager
+def subscribed(port: int, topic: str, **kw: Any) -> Iterator[Subscriber]:
+    sub = Subscriber(port, topic, **kw)
+    try:
+        yield sub
+    finally:
+        sub.close()

@@ -17,6 +17,10 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PROM_DIR = DEPLOY / "prometheus"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "stream-detector.json"
+
 # Grafana variables in dashboard queries, replaced by what Grafana would send for "All".
 GRAFANA_VARIABLES = {"$camera": ".*", "$__rate_interval": "1m", "$__interval": "15s"}
 
@@ -58,7 +62,11 @@ class Prometheus:
             [require_binary("prometheus"), f"--config.file={config}",
              f"--storage.tsdb.path={workdir / 'data'}", f"--web.listen-address=127.0.0.1:{self.port}"],
             stdout=self._log, stderr=subprocess.STDOUT)
-        wait_for(self._ready, 30, f"Prometheus to start (log: {self.log_path})")
+        try:
+            wait_for(self._ready, 30, f"Prometheus to start (log: {self.log_path})")
+        except BaseException:
+            self.stop()  # a failed start must not leave the process behind
+            raise
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, f"Prometheus exited:\n{self.log_tail()}"
@@ -119,3 +127,33 @@ def split_alert(expr: str) -> tuple[str, str, float]:
     match = COMPARISON.match(expr.strip())
     assert match is not None, f"alert expression is not '<query> <op> <threshold>': {expr!r}"
     return match["query"], match["op"], float(match["threshold"])
+
+
+def scrape_config(port: int) -> str:
+    """The repository's prometheus.yml, pointed at 127.0.0.1:`port` and scraping every second."""
+    text = (PROM_DIR / "prometheus.yml").read_text()
+    for old, new in [("scrape_interval: 15s", "scrape_interval: 1s"),
+                     ("evaluation_interval: 15s", "evaluation_interval: 1s"),
+                     ('"stream-detector:9108"', f'"127.0.0.1:{port}"')]:
+        assert text.count(old) == 1, f"deploy/prometheus/prometheus.yml: expected one {old!r}"
+        text = text.replace(old, new)
+    return text
+
+
+def start_prometheus(target_port: int, workdir: Path) -> Prometheus:
+    """Prometheus with the repository's config and alert rules, scraping 127.0.0.1:`target_port`."""
+    (workdir / "alerts.yml").write_bytes((PROM_DIR / "alerts.yml").read_bytes())
+    (workdir / "prometheus.yml").write_text(scrape_config(target_port))
+    return Prometheus(workdir / "prometheus.yml", workdir)
+
+
+def wait_for_scrapes(prom: Prometheus, n: int = 3, timeout: float = 20) -> None:
+    """rate() and histogram_quantile() need two samples; three leaves a margin."""
+    wait_for(lambda: prom.query(f'count_over_time(up{{job="stream-detector"}}[5m]) >= {n}'
+                                ' and up{job="stream-detector"} == 1'),
+             timeout, f"{n} successful scrapes\n{prom.log_tail()}")
+
+
+def alert_rules(prom: Prometheus) -> dict[str, dict[str, Any]]:
+    groups = prom.api("rules", type="alert")["groups"]
+    return {rule["name"]: rule for group in groups for rule in group["rules"]}

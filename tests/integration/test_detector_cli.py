@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from daemon_helpers import write_clip
 
 from stream_detector.demo import Injection
 
@@ -32,24 +33,6 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
-
-
-def write_clip(src: Path, dst: Path, first: int, count: int, injection: Injection | None) -> None:
-    cap = cv2.VideoCapture(str(src))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, first)
-    writer = None
-    for i in range(count):
-        ok, frame = cap.read()
-        assert ok
-        if injection:
-            frame = injection.apply(frame, i)
-        if writer is None:
-            h, w = frame.shape[:2]
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (w, h))
-        writer.write(frame)
-    assert writer is not None
-    writer.release()
-    cap.release()
 
 
 @pytest.fixture(scope="module")

@@ -10,17 +10,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
-from mqtt_broker import Broker, running_broker
-from paho.mqtt.enums import CallbackAPIVersion
+from mqtt_broker import Broker, running_broker, subscribed
 from schema_check import errors
 
 from stream_detector.config import MqttConfig
@@ -41,53 +38,6 @@ PREFIX = "sd-test"
 def broker(tmp_path: Path) -> Iterator[Broker]:
     with running_broker(tmp_path) as b:
         yield b
-
-
-class Subscriber:
-    """A paho client recording (topic, payload, retained) for everything it receives."""
-
-    def __init__(self, port: int, topic: str, client_id: str = "",
-                 persistent: bool = False) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                                   client_id=client_id, clean_session=not persistent)
-        self._client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self._client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
-        self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(1, 1)
-        self._client.connect("127.0.0.1", port)
-        self._client.loop_start()
-        assert self._subscribed.wait(5), "subscription not acknowledged"
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._cond:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-            self._cond.notify_all()
-
-    def wait_for(self, ok: Callable[[list[tuple[str, bytes, bool]]], bool],
-                 timeout: float = 10.0) -> list[tuple[str, bytes, bool]]:
-        with self._cond:
-            assert self._cond.wait_for(lambda: ok(self.messages), timeout), self.messages
-            return list(self.messages)
-
-    def on(self, topic: str) -> list[bytes]:
-        with self._cond:
-            return [p for t, p, _ in self.messages if t == topic]
-
-    def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
-
-@contextmanager
-def subscribed(port: int, topic: str, **kw: Any) -> Iterator[Subscriber]:
-    sub = Subscriber(port, topic, **kw)
-    try:
-        yield sub
-    finally:
-        sub.close()
 
 
 @contextmanager

@@ -9,19 +9,26 @@ from __future__ import annotations
 import subprocess
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from prom_helpers import Prometheus, dashboard_queries, require_binary, split_alert, wait_for
+from prom_helpers import (
+    DASHBOARD,
+    PROM_DIR,
+    Prometheus,
+    alert_rules,
+    dashboard_queries,
+    require_binary,
+    split_alert,
+    start_prometheus,
+    wait_for,
+    wait_for_scrapes,
+)
 from prometheus_client import CollectorRegistry
 
 from stream_detector.metrics import HealthServer, Metrics
 
 pytestmark = pytest.mark.integration
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-PROM_DIR = DEPLOY / "prometheus"
-DASHBOARD = DEPLOY / "grafana" / "dashboards" / "stream-detector.json"
 ALERTS = ("StreamDetectorDown", "StreamDetectorCameraDown", "StreamDetectorNoFrames",
           "StreamDetectorHighDropRate", "StreamDetectorAnomalyActive", "StreamDetectorMqttDisconnected")
 
@@ -70,17 +77,6 @@ class FakeDaemon:
         self.thread.join()
 
 
-def scrape_config(port: int) -> str:
-    """The repository's prometheus.yml, pointed at the test's server and scraping every second."""
-    text = (PROM_DIR / "prometheus.yml").read_text()
-    for old, new in [("scrape_interval: 15s", "scrape_interval: 1s"),
-                     ("evaluation_interval: 15s", "evaluation_interval: 1s"),
-                     ('"stream-detector:9108"', f'"127.0.0.1:{port}"')]:
-        assert text.count(old) == 1, f"deploy/prometheus/prometheus.yml: expected one {old!r}"
-        text = text.replace(old, new)
-    return text
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     """Prometheus with the repo's config and rules, after at least three scrapes of fake traffic."""
@@ -88,14 +84,9 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     with FakeDaemon(metrics), HealthServer("127.0.0.1", 0, registry, lambda: (True, {})) as server:
-        (tmp / "alerts.yml").write_bytes((PROM_DIR / "alerts.yml").read_bytes())
-        (tmp / "prometheus.yml").write_text(scrape_config(server.port))
-        prom = Prometheus(tmp / "prometheus.yml", tmp)
+        prom = start_prometheus(server.port, tmp)
         try:
-            # rate() and histogram_quantile() need two samples; three leaves a margin.
-            wait_for(lambda: prom.query('count_over_time(up{job="stream-detector"}[5m]) >= 3'
-                                        ' and up{job="stream-detector"} == 1'),
-                     20, f"three successful scrapes\n{prom.log_tail()}")
+            wait_for_scrapes(prom)
             yield prom
         finally:
             prom.stop()
@@ -125,11 +116,6 @@ def test_dashboard_values_match_what_was_recorded(prometheus: Prometheus) -> Non
     assert by_camera('stream_detector_capture_fps{camera=~".*"}')["door"] > 5
     variable = prometheus.api("label/camera/values", **{"match[]": "stream_detector_stream_up"})
     assert sorted(variable) == ["door", "yard"]  # what the $camera template variable lists
-
-
-def alert_rules(prometheus: Prometheus) -> dict[str, dict[str, object]]:
-    groups = prometheus.api("rules", type="alert")["groups"]
-    return {rule["name"]: rule for group in groups for rule in group["rules"]}
 
 
 def test_every_alert_query_returns_series(prometheus: Prometheus) -> None:
