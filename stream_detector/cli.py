@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     b.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
     b.add_argument("--frames", type=int, default=400)
-    b.add_argument("--batch", type=int, default=64, help="windows per model call")
+    b.add_argument("--batch", type=int, default=8, help="windows per model call (8 fits CPU caches best)")
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.set_defaults(handler=_bench)

@@ -48,7 +48,7 @@ class WindowScorer:
     """
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
-                 device: torch.device, chunk: int = 32, top_k: int = 1,
+                 device: torch.device, chunk: int = 8, top_k: int = 1,
                  ignore: np.ndarray | None = None) -> None:
         self.detector = detector
         self.slicer = slicer

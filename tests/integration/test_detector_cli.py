@@ -124,3 +124,18 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, fitted:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and lines[0].startswith("stream-detector: error:")
+
+
+def test_ped2_labels_match_decoded_frames(ped2: Path) -> None:
+    """The real benchmark set passes the same consistency check `eval` applies."""
+    from stream_detector.capture import iter_frames
+    from stream_detector.evaluation import check_length, load_labelled
+
+    clips = load_labelled(ped2)
+    assert len(clips) == 12
+    total = 0
+    for clip in clips:
+        n = sum(1 for _ in iter_frames(clip.path))
+        check_length(clip, n)
+        total += n
+    assert total == 2010 and sum(int(c.labels.sum()) for c in clips) == 1648
