@@ -60,3 +60,10 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     cfg = tiny_config()
     det, slicer = build_detector(cfg)
     return export(det, tiny_metadata(cfg, slicer), tmp_path / "model")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration, so `-m "not integration"` gives the fast unit run."""
+    for item in items:
+        if "integration" in item.path.parts:
+            item.add_marker(pytest.mark.integration)

@@ -150,3 +150,21 @@ def test_calibration_threshold_falls_with_more_allowed_alarms() -> None:
     with pytest.raises(ValueError):
         runtime.threshold_for(cal, 0)
     assert math.isfinite(hi)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_scores_match_cpu(tiny_model_dir: Path) -> None:
+    cpu, gpu = runtime.load(tiny_model_dir, "cpu"), runtime.load(tiny_model_dir, "cuda")
+    x = frames(12)
+    a = score_frames(cpu.module, cpu.slicer, cpu.pretext, 0.5, cpu.device, x)
+    b = score_frames(gpu.module, gpu.slicer, gpu.pretext, 0.5, gpu.device, x)
+    np.testing.assert_allclose(a.cell_score, b.cell_score, rtol=1e-3, atol=1e-3)
+
+
+def test_auto_device_picks_what_exists() -> None:
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert runtime.pick_device("auto").type == want
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA device"):
+            runtime.pick_device("cuda")
