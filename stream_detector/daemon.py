@@ -96,16 +96,22 @@ class Daemon:
 
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
+        models: dict[tuple[str, str], LoadedModel] = {}  # re-read: a model may have been re-fitted
         for name, cam in new.cameras.items():
             check_camera(name, cam, new.path)
-            self._model_for(name, cam, new.path)
+            key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
+            if key not in models:
+                models[key] = load_camera_model(name, cam, self.cfg.device, new.path)
         if (new.mqtt, new.metrics, new.storage, new.device) != (
                 self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device):
             log.warning("reload: mqtt, metrics, storage and device changes apply after a restart")
         with self._lock:
             old = self.cfg.cameras
+            self._models = models
             for name in old:
-                if name not in new.cameras or new.cameras[name] != old[name]:
+                if (name not in new.cameras or new.cameras[name] != old[name]
+                        or _checksum(self._cameras[name].model) != _checksum(self._model_for(
+                            name, new.cameras[name], new.path))):
                     self._stop_camera(name)
             for name, cam in new.cameras.items():
                 if name not in self._cameras:
@@ -267,6 +273,10 @@ class Daemon:
             self.metrics.event_published(entry[0], time.monotonic() - entry[1])
         if not ok:
             self.metrics.publish_failed()
+
+
+def _checksum(model: LoadedModel) -> str:
+    return str(model.metadata["files"]["model.pt"]["sha256"])
 
 
 class _Timed:
