@@ -39,7 +39,7 @@ def _timed(name: str, frames: int, fn: Callable[[], object]) -> BenchResult:
 
 def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 3) -> list[BenchResult]:
     """Best of `repeats` for each stage (the minimum is the least disturbed by other load)."""
-    prep = Preprocessor(*model.metadata["working_size"])
+    prep = Preprocessor.for_model(model.metadata)
     raw = list(iter_frames(video, limit=limit))
     frames = np.stack([prep(f) for f in raw])
     n = len(frames)

@@ -281,3 +281,41 @@ def _grab(cap: cv2.VideoCapture) -> bool:
         return bool(cap.grab())
     except cv2.error:
         return False
+
+
+class ResizedSource:
+    """A FrameSource whose frames are resized right after decoding (a camera's `width`/`height`).
+
+    Cuts the memory and copying of high-resolution streams before the queue; event boxes and
+    snapshots are then in these pixels.
+    """
+
+    def __init__(self, inner: FrameSource, width: int, height: int) -> None:
+        self.inner = inner
+        self.size = (width, height)
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def grab(self) -> bool:
+        return self.inner.grab()
+
+    def retrieve(self) -> np.ndarray | None:
+        frame = self.inner.retrieve()
+        if frame is None or (frame.shape[1], frame.shape[0]) == self.size:
+            return frame
+        return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+
+    def read(self) -> np.ndarray | None:
+        return self.retrieve() if self.grab() else None
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def stream_time(self) -> float:
+        return self.inner.stream_time
+
+    @property
+    def finished(self) -> bool:
+        return self.inner.finished

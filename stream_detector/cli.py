@@ -120,7 +120,7 @@ def _clip_scores(model: LoadedModel, source: Path) -> tuple[int, ScoreBatch]:
 
     info = video_info(source)
     model.check_source(info.width, info.height, str(source))
-    prep = Preprocessor(*model.metadata["working_size"])
+    prep = Preprocessor.for_model(model.metadata)
     frames = np.stack([prep(f) for f in iter_frames(source)])
     return len(frames), score_frames(model.module, model.slicer, model.pretext, model.smoothing,
                                      model.device, frames)

@@ -25,6 +25,7 @@ class DetectorConfig:
     width: int = 0  # working width in pixels; 0 = derive from the footage's aspect (long side 192)
     height: int = 0  # working height; 0 = derive
     long_side: int = 192  # used when width/height are 0: resolution vs. speed trade-off
+    color: bool = False  # keep colour (3 channels) instead of grayscale: for scenes where hue matters
     window: int = 8  # T: frames per window (T-1 context frames predict the last one)
     cell: int = 16  # space-slice size in working pixels
     cell_stride: int = 8  # step between space slices; < cell means overlapping slices
@@ -228,7 +229,7 @@ class CameraConfig:
     realtime: bool = True  # files: pace at their native frame rate (False: as fast as possible)
     loop: bool = False  # files: start again at the end
     fps_limit: float = 0.0  # 0 = every frame; else score at most this many frames per second
-    width: int = 0  # override the resize target of the source (0 = model's working size)
+    width: int = 0  # resize frames to width x height right after decoding (0 = keep the source size)
     height: int = 0
     false_alarms_per_hour: float = 1.0  # threshold, as a target false alarm rate on normal footage
     min_duration: float = 0.5  # seconds over threshold before an event starts
@@ -244,6 +245,8 @@ class CameraConfig:
         _check(bool(self.source), "source", "must not be empty")
         _check(self.fps_limit >= 0, "fps_limit", "must be >= 0")
         _check((self.width == 0) == (self.height == 0), "width", "set width and height together")
+        _check(self.width == 0 or (self.width >= 32 and self.height >= 32), "width",
+               "width and height must be >= 32")
         _check(self.false_alarms_per_hour > 0, "false_alarms_per_hour", "must be > 0")
         _check(self.min_duration >= 0, "min_duration", "must be >= 0")
         _check(self.cooldown >= 0, "cooldown", "must be >= 0")

@@ -14,7 +14,7 @@ import numpy as np
 
 from stream_detector.buffer import FrameQueue
 from stream_detector.camera import CaptureLoop
-from stream_detector.capture import FrameSource, OpenCVSource, source_kind
+from stream_detector.capture import FrameSource, OpenCVSource, ResizedSource, source_kind
 from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
@@ -33,7 +33,7 @@ class FrameScorer:
     def __init__(self, model: LoadedModel, threshold: float, ignore: np.ndarray | None = None) -> None:
         self.model = model
         self.threshold = threshold
-        self.preprocess = Preprocessor(*model.metadata["working_size"])
+        self.preprocess = Preprocessor.for_model(model.metadata)
         self.scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing,
                                    model.device, top_k=int(model.metadata.get("top_k", 1)), ignore=ignore)
 
@@ -77,11 +77,15 @@ def ignore_mask(model: LoadedModel, polygons: tuple[tuple[tuple[float, float], .
 
 
 def open_source_for(cfg: CameraConfig) -> FrameSource:
+    """The camera's source: the demo stream or OpenCV, resized if the camera sets width/height."""
+    source: FrameSource
     if cfg.source == DEMO_SOURCE:
         inner = OpenCVSource(str(DEMO_VIDEO), realtime=cfg.realtime, loop=True,
                              read_timeout=cfg.stale_after + 2)
-        return DemoSource(inner, Injection(300, 380), period=795)
-    return OpenCVSource.from_config(cfg)
+        source = DemoSource(inner, Injection(300, 380), period=795)
+    else:
+        source = OpenCVSource.from_config(cfg)
+    return ResizedSource(source, cfg.width, cfg.height) if cfg.width else source
 
 
 def check_camera(name: str, cfg: CameraConfig, where: str) -> None:

@@ -71,7 +71,9 @@ class WindowScorer:
 
     @torch.no_grad()
     def push(self, frames: np.ndarray) -> ScoreBatch:
-        """Score (n, H, W) float32 preprocessed frames that follow the ones pushed before."""
+        """Score (n, C, H, W) (or (n, H, W) gray) preprocessed frames that follow earlier pushes."""
+        if frames.ndim == 3:
+            frames = frames[:, None]
         first = self.ring.seen
         parts = [self._push_chunk(frames[i:i + self.chunk]) for i in range(0, len(frames), self.chunk)]
         cell_error = np.concatenate([p[0] for p in parts])
@@ -87,7 +89,7 @@ class WindowScorer:
         return ScoreBatch(first, cell_error, cell_score, raw, smooth, warmup)
 
     def _push_chunk(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))[:, None].to(self.device)
+        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(self.device)
         feats = self.detector.encode(x)
         history = len(self.ring)
         offset = self.ring.seen - history  # global index of all_x[0]

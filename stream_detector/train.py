@@ -38,7 +38,7 @@ WINDOWS_PER_SEGMENT = 8  # windows cut from one run of consecutive frames: encod
 @dataclass(frozen=True)
 class Clip:
     name: str
-    frames: np.ndarray  # (n, H, W) float32 preprocessed
+    frames: np.ndarray  # (n, C, H, W) float32 preprocessed
     source_size: tuple[int, int]
 
 
@@ -57,7 +57,7 @@ def load_clips(sources: Sequence[str | Path], cfg: DetectorConfig,
     paths = expand_sources(sources)
     first = video_info(paths[0])
     width, height = size or cfg.working_size(first.width, first.height)
-    prep = Preprocessor(width, height)
+    prep = Preprocessor(width, height, cfg.color)
     budget = cfg.max_train_frames
     per_clip = max(cfg.window + 1, budget // len(paths))
     clips = []
@@ -86,7 +86,7 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels,
-                       residual=cfg.pretext == "predict").to(device)
+                       residual=cfg.pretext == "predict", in_channels=3 if cfg.color else 1).to(device)
     usable = [c for c in clips if len(c.frames) >= cfg.window]
     if not usable:
         raise SourceError(f"footage too short: every source has fewer than window={cfg.window} frames")
@@ -124,16 +124,16 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
 
 def _window_loss(net: SpacetimeNet, batch: Tensor, windows: Tensor, ctx_pos: list[int],
                  last_pos: int) -> Tensor:
-    """batch (B, L, H, W) runs of frames -> mean squared error over every window they hold."""
-    b, length, h, w = batch.shape
-    feats = net.encode(batch.reshape(b * length, 1, h, w)).reshape(b, length, -1, h // 4, w // 4)
+    """batch (B, L, C, H, W) runs of frames -> mean squared error over every window they hold."""
+    b, length, ch, h, w = batch.shape
+    feats = net.encode(batch.reshape(b * length, ch, h, w)).reshape(b, length, -1, h // 4, w // 4)
     win = windows.to(batch.device)
     c = net.spatial_channels
     series = feats[:, :, c:][:, win[:, ctx_pos]].flatten(0, 1)  # (B*S, T-1, Ct, h, w)
     spatial = feats[:, :, :c][:, win[:, ctx_pos[-1]]].flatten(0, 1)  # (B*S, C, h, w)
-    frames = batch[:, win].flatten(0, 1)  # (B*S, T, H, W)
-    pred = net.predict(series, spatial, frames[:, last_pos, None])
-    return torch.nn.functional.mse_loss(pred, frames[:, -1, None])
+    frames = batch[:, win].flatten(0, 1)  # (B*S, T, C, H, W)
+    pred = net.predict(series, spatial, frames[:, last_pos])
+    return torch.nn.functional.mse_loss(pred, frames[:, -1])
 
 
 def cell_baseline(errors: np.ndarray, statistic: str, floor: float,
@@ -225,6 +225,7 @@ def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, clips: list[Clip], f
         "cell_stride": cfg.cell_stride,
         "grid": list(slicer.grid),
         "pretext": cfg.pretext,
+        "color": cfg.color,
         "smoothing": cfg.smoothing,
         "top_k": cfg.top_k,
         "fps": fps,

@@ -40,7 +40,8 @@ def tiny_config(**kw: object) -> DetectorConfig:
 def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSlicer]:
     torch.manual_seed(0)
     slicer = SpacetimeSlicer(cfg.width, cfg.height, cfg.window, cfg.cell, cfg.cell_stride)
-    net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels, residual=cfg.pretext == "predict")
+    net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels, residual=cfg.pretext == "predict",
+                       in_channels=3 if cfg.color else 1)
     edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
     return SpacetimeDetector(net, edges, cfg.top_k).eval(), slicer  # type: ignore[arg-type]
 
@@ -48,7 +49,7 @@ def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSli
 def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, object]:
     return {
         "working_size": [cfg.width, cfg.height], "window": cfg.window, "cell": cfg.cell,
-        "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext,
+        "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext, "color": cfg.color,
         "smoothing": cfg.smoothing, "top_k": cfg.top_k, "fps": 10.0,
         "calibration": {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0},
     }

@@ -58,7 +58,8 @@ def _check_same(eager: SpacetimeDetector, scripted: torch.jit.ScriptModule, meta
     width, height = meta["working_size"]
     steps = meta["window"] - 1
     gen = torch.Generator().manual_seed(0)
-    frames = torch.rand(steps + 1, 1, height, width, generator=gen) * 2 - 1
+    channels = 3 if meta.get("color") else 1
+    frames = torch.rand(steps + 1, channels, height, width, generator=gen) * 2 - 1
     feats = eager.encode(frames)
     c = eager.spatial_channels
     args = (feats[None, :steps, c:], feats[None, steps - 1, :c], frames[None, steps - 1], frames[None, steps])

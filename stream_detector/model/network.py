@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 
 class DetectorOutput(NamedTuple):
-    prediction: Tensor  # (B, 1, H, W) the model's guess of the target frame
+    prediction: Tensor  # (B, 1 or 3, H, W) the model's guess of the target frame
     cell_error: Tensor  # (B, rows, cols) mean squared error per space slice
     cell_score: Tensor  # (B, rows, cols) error against the per-cell baseline (0 ~ normal)
     frame_score: Tensor  # (B,) mean of the top-k cell scores
@@ -25,13 +25,13 @@ class SpacetimeNet(nn.Module):
     """Predicts (or reconstructs) a window's target frame from the cached features of T-1 frames."""
 
     def __init__(self, window: int, channels: int = 32, temporal_channels: int = 16,
-                 residual: bool = True) -> None:
+                 residual: bool = True, in_channels: int = 1) -> None:
         super().__init__()
         c, ct, steps = channels, temporal_channels, window - 1
         self.residual = residual
         self.feature_channels = c + ct
         self.spatial = nn.Sequential(  # per frame: stride 4, cached by the live path
-            nn.Conv2d(1, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(16, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
         )
         self.to_time = nn.Conv2d(c, ct, 1)  # per frame too: what each location feeds its time slice
@@ -45,19 +45,19 @@ class SpacetimeNet(nn.Module):
         self.decode = nn.Sequential(  # fused spatial + temporal features -> 4x4 pixels per location
             nn.Conv2d(c + 2 * ct, c, 1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c, 16, 3, padding=1),
+            nn.Conv2d(c, 16 * in_channels, 3, padding=1),
             nn.PixelShuffle(4),
         )
         self.spatial_channels = c
 
     def encode(self, frames: Tensor) -> Tensor:
-        """(N, 1, H, W) frames -> (N, C + Ct, H/4, W/4) per-frame features, reusable across windows."""
+        """(N, 1 or 3, H, W) frames -> (N, C + Ct, H/4, W/4) per-frame features, reusable across windows."""
         s = self.spatial(frames)
         return torch.cat([s, self.to_time(s)], dim=1)
 
     def predict(self, series: Tensor, spatial: Tensor, last: Tensor) -> Tensor:
         """series (B, T-1, Ct, h, w): the context frames' time-slice features; spatial (B, C, h, w):
-        the newest context frame's spatial features; last (B, 1, H, W): that frame's pixels."""
+        the newest context frame's spatial features; last (B, 1 or 3, H, W): that frame's pixels."""
         b, steps, _, h, w = series.shape
         series = series.permute(0, 2, 1, 3, 4)  # (B, Ct, T-1, h, w)
         motion = torch.cat([torch.zeros_like(series[:, :, :1]), series[:, :, 1:] - series[:, :, :-1]], 2)
@@ -94,8 +94,8 @@ class SpacetimeDetector(nn.Module):
 
     @torch.jit.export
     def cell_errors(self, error: Tensor) -> Tensor:
-        """(B, 1, H, W) per-pixel error -> (B, rows, cols) mean per cell, via an integral image."""
-        integral = torch.nn.functional.pad(error[:, 0].cumsum(1).cumsum(2), (1, 0, 1, 0))
+        """(B, C, H, W) per-pixel error -> (B, rows, cols) mean per cell, via an integral image."""
+        integral = torch.nn.functional.pad(error.mean(1).cumsum(1).cumsum(2), (1, 0, 1, 0))
         total = (_corners(integral, self.y1, self.x1) - _corners(integral, self.y0, self.x1)
                  - _corners(integral, self.y1, self.x0) + _corners(integral, self.y0, self.x0))
         area = ((self.y1 - self.y0)[:, None] * (self.x1 - self.x0)[None, :]).to(error.dtype)

@@ -129,7 +129,8 @@ def _check_shapes(module: Any, meta: dict[str, Any], slicer: SpacetimeSlicer, pa
         raise ModelError(f"{path}: baseline grid {tuple(module.center.shape)} does not match metadata "
                          f"grid {tuple(meta['grid'])} for {slicer.width}x{slicer.height}")
     steps = slicer.window - 1
-    frames = torch.zeros(steps + 1, 1, slicer.height, slicer.width, device=device)
+    channels = 3 if meta.get("color") else 1
+    frames = torch.zeros(steps + 1, channels, slicer.height, slicer.width, device=device)
     try:
         feats = module.encode(frames)
         c = int(module.spatial_channels)

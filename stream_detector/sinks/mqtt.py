@@ -157,6 +157,12 @@ class MqttSink:
             log.warning("lost MQTT broker %s:%d (%s); reconnecting", self.config.host,
                         self.config.port, reason_code)
             self._down_logged = True
+        elif not was_connected and not self._stopping and not self._down_logged:
+            # Dropped before any CONNACK, e.g. a TLS listener that requires a client certificate
+            # none was configured for: neither on_connect nor on_connect_fail sees that.
+            log.warning("MQTT broker %s:%d closed the connection before accepting it (%s); "
+                        "retrying with backoff", self.config.host, self.config.port, reason_code)
+            self._down_logged = True
         if was_connected and self._on_state is not None:
             self._on_state(False)
 

@@ -139,3 +139,16 @@ def test_ped2_labels_match_decoded_frames(ped2: Path) -> None:
         check_length(clip, n)
         total += n
     assert total == 2010 and sum(int(c.labels.sum()) for c in clips) == 1648
+
+
+def test_fit_in_colour(vtest: Path, tmp_path: Path) -> None:
+    (tmp_path / "c.toml").write_text(TINY.replace("epochs = 3", "epochs = 1").replace(
+        "max_train_frames = 200", "max_train_frames = 60") + "color = true\n")
+    cli("fit", "--source", str(vtest), "--out", str(tmp_path / "m"), "--config", str(tmp_path / "c.toml"),
+        "--device", "cpu")
+    meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
+    assert meta["color"] is True and meta["detector"]["color"] is True
+    clip = tmp_path / "c.avi"
+    write_clip(vtest, clip, first=0, count=12, injection=None)
+    cli("score", "--model", str(tmp_path / "m"), "--source", str(clip), "--out", str(tmp_path / "s.csv"))
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 13

@@ -424,3 +424,23 @@ def test_source_kind_and_redaction() -> None:
                                      "clips/a.mp4")] == ["device", "stream", "stream", "stream", "file"]
     assert redact("rtsp://u:p@h:554/x") == "rtsp://u:***@h:554/x"
     assert redact("rtsp://h/x") == "rtsp://h/x"
+
+
+def test_camera_width_height_resize_frames_after_decoding(vtest: Path) -> None:
+    from stream_detector.pipeline import open_source_for
+
+    source = open_source_for(CameraConfig(source=str(vtest), realtime=False, width=384, height=288))
+    source.open()
+    try:
+        frame = source.read()
+        assert frame is not None and frame.shape == (288, 384, 3)
+        assert source.stream_time == 0.0
+    finally:
+        source.close()
+    plain = open_source_for(CameraConfig(source=str(vtest), realtime=False))
+    plain.open()
+    try:
+        frame = plain.read()
+        assert frame is not None and frame.shape == (576, 768, 3)
+    finally:
+        plain.close()
