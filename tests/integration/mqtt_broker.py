@@ -93,7 +93,8 @@ class Subscriber:
     """A paho client recording (topic, payload, retained) for everything it receives."""
 
     def __init__(self, port: int, topic: str, client_id: str = "",
-                 persistent: bool = False) -> None:
+                 persistent: bool = False,
+                 setup: Callable[[mqtt.Client], None] | None = None) -> None:
         self.messages: list[Message] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
@@ -103,6 +104,8 @@ class Subscriber:
         self._client.on_subscribe = lambda c, u, mid, rcs, p: self._subscribed.set()
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(1, 1)
+        if setup is not None:  # TLS, credentials: anything to configure before connecting
+            setup(self._client)
         self._client.connect("127.0.0.1", port)
         self._client.loop_start()
         assert self._subscribed.wait(5), "subscription not acknowledged"
