@@ -18,8 +18,8 @@ from stream_detector.capture import FrameSource, OpenCVSource, ResizedSource, so
 from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
-from stream_detector.events import EventPolicy, EventTracker
-from stream_detector.messages import Event, Frame, FrameScore
+from stream_detector.events import EventTracker
+from stream_detector.messages import Frame, FrameScore
 from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load, pick_device
 from stream_detector.preprocess import Preprocessor
 from stream_detector.scoring import WindowScorer, firing_cells

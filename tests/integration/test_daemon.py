@@ -364,7 +364,7 @@ def test_sighup_with_a_bad_config_keeps_running(live: LiveDaemon) -> None:
     assert f"{live.config}: cameras.extra.model: /nonexistent-model" in line
     for camera in [c for c in live.doc["cameras"] if c != "wide"]:  # those scored keep going
         scored = d.value("stream_detector_frames_scored_total", camera=camera) or 0
-        d.wait_metric("stream_detector_frames_scored_total", lambda v: v > scored + 5, 20,
+        d.wait_metric("stream_detector_frames_scored_total", lambda v, s=scored: v > s + 5, 20,
                       camera=camera)
     assert d.value("stream_detector_frames_read_total", camera="extra") is None
     assert "Traceback" not in d.log()
