@@ -94,7 +94,9 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
     length = cfg.window - 1 + per_seg
     tensors = [torch.from_numpy(c.frames) for c in usable]
     seg_batch = max(1, cfg.batch_size // per_seg)
-    steps_per_epoch = math.ceil(len(_segments(usable, length, per_seg, random.Random(0))) / seg_batch)
+    # Offset 0 gives each clip the most segments; random offsets can only give fewer.
+    most_segments = sum(len(range(0, len(c.frames) - length + 1, per_seg)) for c in usable)
+    steps_per_epoch = math.ceil(most_segments / seg_batch)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total_steps,
@@ -113,7 +115,8 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if step + 1 < total_steps:
+                sched.step()
             losses.append(loss.item())
             step += 1
             bar.update(step, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses[-50:]):.5f}")

@@ -168,3 +168,15 @@ def test_auto_device_picks_what_exists() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ModelError, match="no CUDA device"):
             runtime.pick_device("cuda")
+
+
+def test_random_segment_offsets_never_exceed_the_planned_steps() -> None:
+    """The LR schedule is sized from offset-0 segment counts; a random offset must not add steps."""
+    import random
+
+    from stream_detector.train import Clip, _segments
+
+    clips = [Clip("c", np.zeros((n, 1, 8, 8), np.float32), (8, 8)) for n in (120, 150, 17, 33, 90)]
+    for length, stride in ((15, 8), (19, 8), (11, 4)):
+        most = sum(len(range(0, len(c.frames) - length + 1, stride)) for c in clips)
+        assert max(len(_segments(clips, length, stride, random.Random(i))) for i in range(100)) <= most
