@@ -283,16 +283,11 @@ def _grab(cap: cv2.VideoCapture) -> bool:
         return False
 
 
-class ResizedSource:
-    """A FrameSource whose frames are resized right after decoding (a camera's `width`/`height`).
+class FrameFilter:
+    """A FrameSource that wraps another and changes its frames: subclasses override `retrieve`."""
 
-    Cuts the memory and copying of high-resolution streams before the queue; event boxes and
-    snapshots are then in these pixels.
-    """
-
-    def __init__(self, inner: FrameSource, width: int, height: int) -> None:
+    def __init__(self, inner: FrameSource) -> None:
         self.inner = inner
-        self.size = (width, height)
 
     def open(self) -> None:
         self.inner.open()
@@ -301,10 +296,7 @@ class ResizedSource:
         return self.inner.grab()
 
     def retrieve(self) -> np.ndarray | None:
-        frame = self.inner.retrieve()
-        if frame is None or (frame.shape[1], frame.shape[0]) == self.size:
-            return frame
-        return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        return self.inner.retrieve()
 
     def read(self) -> np.ndarray | None:
         return self.retrieve() if self.grab() else None
@@ -319,3 +311,21 @@ class ResizedSource:
     @property
     def finished(self) -> bool:
         return self.inner.finished
+
+
+class ResizedSource(FrameFilter):
+    """A FrameSource whose frames are resized right after decoding (a camera's `width`/`height`).
+
+    Cuts the memory and copying of high-resolution streams before the queue; event boxes and
+    snapshots are then in these pixels.
+    """
+
+    def __init__(self, inner: FrameSource, width: int, height: int) -> None:
+        super().__init__(inner)
+        self.size = (width, height)
+
+    def retrieve(self) -> np.ndarray | None:
+        frame = self.inner.retrieve()
+        if frame is None or (frame.shape[1], frame.shape[0]) == self.size:
+            return frame
+        return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)

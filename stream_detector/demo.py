@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_detector.capture import FrameSource
+from stream_detector.capture import FrameFilter, FrameSource
 
 DEMO_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
@@ -38,7 +38,7 @@ class Injection:
         return out
 
 
-class DemoSource:
+class DemoSource(FrameFilter):
     """The demo camera: vtest.avi looped at its native rate, the injection repeated on every pass.
 
     Wraps any FrameSource (normally OpenCVSource on DEMO_VIDEO) and draws the object into the
@@ -46,7 +46,7 @@ class DemoSource:
     """
 
     def __init__(self, inner: FrameSource, injection: Injection, period: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.injection = injection
         self.period = max(1, period)
         self._count = -1
@@ -64,17 +64,3 @@ class DemoSource:
     def retrieve(self) -> np.ndarray | None:
         frame = self.inner.retrieve()
         return None if frame is None else self.injection.apply(frame, self._count % self.period)
-
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
-
-    def close(self) -> None:
-        self.inner.close()
-
-    @property
-    def stream_time(self) -> float:
-        return self.inner.stream_time
-
-    @property
-    def finished(self) -> bool:
-        return self.inner.finished

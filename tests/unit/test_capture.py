@@ -444,3 +444,21 @@ def test_camera_width_height_resize_frames_after_decoding(vtest: Path) -> None:
         assert frame is not None and frame.shape == (576, 768, 3)
     finally:
         plain.close()
+
+
+def test_demo_source_injects_the_object_only_in_its_frames(vtest: Path) -> None:
+    from stream_detector.demo import DemoSource, Injection
+
+    plain = OpenCVSource(str(vtest), realtime=False)
+    demo = DemoSource(OpenCVSource(str(vtest), realtime=False), Injection(2, 4), period=795)
+    plain.open(), demo.open()
+    try:
+        changed = []
+        for _ in range(6):
+            a, b = plain.read(), demo.read()
+            assert a is not None and b is not None
+            changed.append(bool((a != b).any()))
+        assert changed == [False, False, True, True, False, False]
+        assert demo.stream_time == plain.stream_time
+    finally:
+        plain.close(), demo.close()
