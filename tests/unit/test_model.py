@@ -180,3 +180,15 @@ def test_random_segment_offsets_never_exceed_the_planned_steps() -> None:
     for length, stride in ((15, 8), (19, 8), (11, 4)):
         most = sum(len(range(0, len(c.frames) - length + 1, stride)) for c in clips)
         assert max(len(_segments(clips, length, stride, random.Random(i))) for i in range(100)) <= most
+
+
+def test_ignore_polygons_map_to_the_cells_whose_centres_they_cover(tiny_model_dir: Path) -> None:
+    from stream_detector.pipeline import ignore_mask
+
+    model = runtime.load(tiny_model_dir, "cpu")  # 64x48 working size, 16 px cells every 8 px
+    assert ignore_mask(model, (), 640, 480) is None
+    left_half = (((0.0, 0.0), (320.0, 0.0), (320.0, 480.0), (0.0, 480.0)),)
+    mask = ignore_mask(model, left_half, 640, 480)
+    assert mask is not None and mask.shape == model.slicer.grid
+    # cell centres (working px) 8, 16, 24, 32, 40, 48, 56 -> source x 80 .. 560; covered up to 320
+    assert mask[:, :4].all() and not mask[:, 4:].any()
