@@ -27,6 +27,7 @@ from stream_detector.config import DetectorConfig
 from stream_detector.errors import SourceError
 from stream_detector.model.export import export
 from stream_detector.model.network import SpacetimeDetector, SpacetimeNet
+from stream_detector.model.runtime import threshold_for
 from stream_detector.preprocess import Preprocessor
 from stream_detector.progress import Progress
 from stream_detector.scoring import WindowScorer, context_offsets, ema, frame_scores
@@ -51,21 +52,21 @@ class FitReport:
     threshold_1_per_hour: float
 
 
-def load_clips(sources: Sequence[str | Path], cfg: DetectorConfig,
-               size: tuple[int, int] | None = None) -> tuple[list[Clip], tuple[int, int], float]:
+def load_clips(sources: Sequence[str | Path],
+               cfg: DetectorConfig) -> tuple[list[Clip], tuple[int, int], float]:
     """Decode and preprocess every source; returns clips, working size and frame rate."""
     paths = expand_sources(sources)
     first = video_info(paths[0])
-    width, height = size or cfg.working_size(first.width, first.height)
+    width, height = cfg.working_size(first.width, first.height)
     prep = Preprocessor(width, height, cfg.color)
-    budget = cfg.max_train_frames
-    per_clip = max(cfg.window + 1, budget // len(paths))
+    per_clip = max(cfg.window + 1, cfg.max_train_frames // len(paths))
     clips = []
     bar = Progress("decoding", len(paths))
     for i, path in enumerate(paths):
-        frames = [prep(f) for f in iter_frames(path, limit=per_clip)]
-        info = video_info(path)
-        clips.append(Clip(path.stem, np.stack(frames), (info.width, info.height)))
+        raw = iter_frames(path, limit=per_clip)
+        head = next(raw)  # iter_frames raises SourceError itself when nothing decodes
+        frames = [prep(head)] + [prep(f) for f in raw]
+        clips.append(Clip(path.stem, np.stack(frames), (head.shape[1], head.shape[0])))
         bar.update(i + 1, path.name)
     return clips, (width, height), first.fps or 25.0
 
@@ -209,8 +210,6 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
     seconds = time.monotonic() - started
     meta = _metadata(cfg, slicer, clips, fps, calibration, final_loss, seconds, device, net)
     export(detector, meta, out_dir)
-    from stream_detector.model.runtime import threshold_for
-
     return FitReport(out_dir, seconds, final_loss, sum(len(c.frames) for c in clips),
                      threshold_for(calibration, 1.0))
 
