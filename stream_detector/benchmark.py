@@ -1,7 +1,7 @@
 """Speed figures measured in one run, so they can be compared as ratios on a shared, noisy machine.
 
-Decode only, decode + preprocess, the model alone (a batch of windows, features cached per frame as
-in the live path), and the full scoring path on the same video.
+Decode only, decode + preprocess (+ motion), the model alone with its motion input (a batch of
+windows, features cached per frame as in the live path), and the full scoring path on the same video.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import torch
 
 from stream_detector.capture import iter_frames
 from stream_detector.model.runtime import LoadedModel
+from stream_detector.motion import MotionField, to_gray_u8
 from stream_detector.preprocess import Preprocessor
 from stream_detector.scoring import WindowScorer
 
@@ -52,15 +53,20 @@ def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 
         for f in iter_frames(video, limit=limit):
             prep(f)
 
+    def decode_prep_motion() -> None:
+        field = MotionField()
+        for f in iter_frames(video, limit=limit):
+            field(to_gray_u8(prep(f)[None]))
+
     def model_only() -> None:
-        scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device,
+        scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
                               chunk=batch)
         scorer.push(frames)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
 
     def full() -> None:
-        scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device,
+        scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
                               chunk=batch)
         chunk: list[np.ndarray] = []
         for f in iter_frames(video, limit=limit):
@@ -72,13 +78,16 @@ def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 
             scorer.push(np.stack(chunk))
 
     def live() -> None:  # one frame at a time, as a single camera is scored when it keeps up
-        scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing, model.device)
+        scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device)
         for i in range(n):
             scorer.push(frames[i:i + 1])
 
     model_only()  # warm-up: first calls allocate and (on CUDA) pick kernels
-    stages = [("decode", decode), ("decode+preprocess", decode_prep), ("model (batch of windows)", model_only),
-              ("model (one frame at a time)", live), ("full pipeline (decode+preprocess+model)", full)]
+    stages = [("decode", decode), ("decode+preprocess", decode_prep)]
+    if int(model.module.motion_channels):
+        stages.append(("decode+preprocess+motion", decode_prep_motion))
+    stages += [("motion+model (batch of windows)", model_only), ("motion+model (one frame at a time)", live),
+               ("full pipeline (decode+preprocess+motion+model)", full)]
     results = []
     for name, fn in stages:
         results.append(min((_timed(name, n, fn) for _ in range(repeats)), key=lambda r: r.seconds))

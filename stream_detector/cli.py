@@ -20,6 +20,7 @@ from stream_detector.model import DEFAULT_MODEL  # not model.runtime: config err
 
 if TYPE_CHECKING:
     from stream_detector.config import DaemonConfig
+    from stream_detector.evaluation import Alarm
     from stream_detector.model.runtime import LoadedModel
     from stream_detector.scoring import ScoreBatch
 
@@ -122,7 +123,7 @@ def _clip_scores(model: LoadedModel, source: Path) -> tuple[int, ScoreBatch]:
     model.check_source(info.width, info.height, str(source))
     prep = Preprocessor.for_model(model.metadata)
     frames = np.stack([prep(f) for f in iter_frames(source)])
-    return len(frames), score_frames(model.module, model.slicer, model.pretext, model.smoothing,
+    return len(frames), score_frames(model.module, model.slicer, model.smoothing,
                                      model.device, frames)
 
 
@@ -142,31 +143,75 @@ def _score(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replay_alarms(name: str, batch: ScoreBatch, model: LoadedModel, threshold: float,
+                   size: tuple[int, int]) -> list[Alarm]:
+    """The events the daemon would raise on this clip (default camera settings), as frame ranges."""
+    from stream_detector.config import CameraConfig
+    from stream_detector.evaluation import Alarm
+    from stream_detector.events import EventPolicy, EventTracker
+    from stream_detector.messages import FrameScore
+    from stream_detector.scoring import firing_cells
+
+    cam = CameraConfig(source=name)
+    tracker = EventTracker(name, EventPolicy(threshold, threshold * cam.low_threshold_ratio
+                                             if threshold > 0 else threshold,
+                                             cam.min_duration, cam.cooldown, cam.update_interval))
+    fps = float(model.metadata["fps"])
+    alarms: list[Alarm] = []
+    open_at: tuple[int, int, tuple[int, int, int, int] | None] | None = None
+    for i, score in enumerate(batch.score):
+        cells = batch.cell_score[i]
+        box = None
+        if score > threshold:
+            box = model.slicer.box_of(firing_cells(cells, threshold), *size)
+        t = i / fps
+        for ev in tracker.observe(FrameScore(name, i, t, t, t, float(score), float(batch.raw_score[i]),
+                                             bool(batch.warmup[i]), cells, box)):
+            if ev.type == "start":
+                b = (ev.box.x0, ev.box.y0, ev.box.x1, ev.box.y1) if ev.box else None
+                open_at = (int(round(ev.start_stream * fps)), i, b)
+            elif ev.type == "end" and open_at is not None:
+                alarms.append(Alarm(name, open_at[0], open_at[1], i, open_at[2]))
+                open_at = None
+    if open_at is not None:
+        alarms.append(Alarm(name, open_at[0], open_at[1], len(batch.score) - 1, open_at[2]))
+    return alarms
+
+
 def _eval(args: argparse.Namespace) -> int:
-    from stream_detector.evaluation import check_length, load_labelled, roc_curve, summarise
-    from stream_detector.progress import Progress
+    from stream_detector.capture import video_info
+    from stream_detector.evaluation import (check_length, load_labelled, load_masks, operator_metrics,
+                                            roc_curve, summarise)
     from stream_detector.model.runtime import load
+    from stream_detector.progress import Progress
     from stream_detector.report import roc_plot, stack_plots, timeline_plot, write_png
 
     clips = load_labelled(args.data)
     model = load(args.model, args.device)
-    names, scores, labels = [], [], []
+    threshold = model.threshold(args.false_alarms_per_hour)
+    fps = float(model.metadata["fps"])
+    names, scores, labels, alarms = [], [], [], []
     bar = Progress("evaluating", len(clips))
     for i, clip in enumerate(clips):
         n, batch = _clip_scores(model, clip.path)
         check_length(clip, n)
+        info = video_info(clip.path)
         names.append(clip.name)
         scores.append(batch.score)
         labels.append(clip.labels)
+        alarms.extend(_replay_alarms(clip.name, batch, model, threshold, (info.width, info.height)))
         bar.update(i + 1, clip.name)
-    threshold = model.threshold(args.false_alarms_per_hour)
-    result = summarise(names, scores, labels, threshold, model.metadata["fps"])
+    result = summarise(names, scores, labels, threshold, fps)
+    operator = operator_metrics(names, labels, alarms, fps, load_masks(args.data))
     out: Path = args.report
     fpr, tpr = roc_curve(np.concatenate(scores), np.concatenate(labels))
     write_png(out / "roc.png", roc_plot(fpr, tpr, f"frame-level ROC, causal scores: AUC {result.auc_causal:.3f}"))
-    write_png(out / "timelines.png", stack_plots([timeline_plot(n, s, y, threshold)
-                                                  for n, s, y in zip(names, scores, labels)]))
-    summary = {"model": str(args.model), "data": str(args.data), **result.__dict__}
+    write_png(out / "timelines.png", stack_plots([
+        timeline_plot(n, s, y, threshold, [(a.start, a.raised, a.end) for a in alarms if a.clip == n])
+        for n, s, y in zip(names, scores, labels)]))
+    summary = {"model": str(args.model), "data": str(args.data), **result.__dict__,
+               "false_alarms_per_hour_target": args.false_alarms_per_hour,
+               "operator": operator.as_dict()}
     summary["per_clip_auc"] = {k: (None if np.isnan(v) else v)  # undefined for all-anomalous clips
                                for k, v in result.per_clip_auc.items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -175,8 +220,16 @@ def _eval(args: argparse.Namespace) -> int:
     print(f"frame-level micro AUC, literature protocol (per-clip min-max + Gaussian sigma 3, "
           f"not causal): {result.auc_literature:.4f}")
     print(f"threshold for {args.false_alarms_per_hour:g} false alarm(s)/h: {threshold:.3f} -> "
-          f"{result.false_alarms_per_hour:.1f} false alarms/h, TPR {result.tpr_at_threshold:.3f}, "
-          f"FPR {result.fpr_at_threshold:.3f}")
+          f"TPR {result.tpr_at_threshold:.3f}, FPR {result.fpr_at_threshold:.3f} (frames)")
+    delay = operator.median_delay
+    print(f"episodes alarmed at that threshold (daemon's default event settings): "
+          f"{operator.alarmed} of {len(operator.episodes)}, median delay "
+          + (f"{delay:.1f} s" if delay is not None else "-")
+          + f"; false alarm onsets {len(operator.false_alarms)} in {operator.normal_hours * 3600:.0f} s "
+          f"of normal footage ({operator.false_alarms_per_hour:.1f}/h)")
+    located = operator.as_dict()["alarm_boxes_on_anomaly"]
+    if located:
+        print(f"alarm boxes on the labelled anomaly (pixel masks): {located[0]} of {located[1]}")
     print(f"report: {out / 'summary.json'}, {out / 'roc.png'}, {out / 'timelines.png'}")
     return 0
 

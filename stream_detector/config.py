@@ -26,18 +26,25 @@ class DetectorConfig:
     height: int = 0  # working height; 0 = derive
     long_side: int = 192  # used when width/height are 0: resolution vs. speed trade-off
     color: bool = False  # keep colour (3 channels) instead of grayscale: for scenes where hue matters
+    motion: bool = True  # dense optical flow as two more input channels, predicted and scored too
     window: int = 8  # T: frames per window (T-1 context frames predict the last one)
     cell: int = 16  # space-slice size in working pixels
     cell_stride: int = 8  # step between space slices; < cell means overlapping slices
     channels: int = 32  # spatial-branch width
     temporal_channels: int = 16  # temporal-branch width
-    pretext: str = "predict"  # "predict" the last frame from the others, or "reconstruct" it
+    # "predict" the last frame (and its motion) from the others, "reconstruct" it, or predict its
+    # "motion" from the window's appearance alone.
+    pretext: str = "motion"
+    flow_weight: float = 1.0  # weight of the motion channels' loss beside the appearance loss
+    # Cell score = weighted sum of the cues' baseline z-scores: appearance error, motion error, speed.
+    cue_weights: tuple[float, float, float] = (0.0, 1.0, 1.0)
+    holdout: float = 0.25  # share of the footage held back from training to set baseline + threshold
     epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 2e-3
     max_train_frames: int = 6000  # cap on frames held in memory for fitting
     baseline: str = "quantile"  # per-cell error statistic: "quantile" (median, q99) or "mean_std"
-    scale_floor: float = 10.0  # a cell's scale is at least this multiple of the median cell scale
+    scale_floor: float = 1.0  # a cell's scale is at least this multiple of the median cell scale
     baseline_blur: float = 2.5  # Gaussian sigma, in cells, shared between neighbouring baselines
     smoothing: float = 0.5  # causal EMA weight of the newest frame score (1.0 = no smoothing)
     top_k: int = 16  # frame score = mean of the k highest cell scores
@@ -53,7 +60,13 @@ class DetectorConfig:
         _check(1 <= self.cell_stride <= self.cell, "cell_stride", "must be in 1..cell")
         _check(4 <= self.channels <= 256, "channels", "must be in 4..256")
         _check(4 <= self.temporal_channels <= 256, "temporal_channels", "must be in 4..256")
-        _check(self.pretext in ("predict", "reconstruct"), "pretext", "must be 'predict' or 'reconstruct'")
+        _check(self.pretext in ("predict", "reconstruct", "motion"), "pretext",
+               "must be 'predict', 'reconstruct' or 'motion'")
+        _check(self.pretext != "motion" or self.motion, "pretext", "'motion' needs motion = true")
+        _check(0 <= self.flow_weight <= 100, "flow_weight", "must be in 0..100")
+        _check(len(self.cue_weights) == 3 and all(0 <= w <= 100 for w in self.cue_weights)
+               and sum(self.cue_weights) > 0, "cue_weights", "must be 3 numbers in 0..100, not all 0")
+        _check(0 <= self.holdout <= 0.5, "holdout", "must be in 0..0.5")
         _check(0 <= self.epochs <= 10000, "epochs", "must be in 0..10000")
         _check(1 <= self.batch_size <= 4096, "batch_size", "must be in 1..4096")
         _check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")

@@ -70,6 +70,19 @@ def load_labelled(data_dir: Path) -> list[LabelledClip]:
     return clips
 
 
+def load_masks(data_dir: Path) -> dict[str, np.ndarray] | None:
+    """Pixel-level masks when the set has them (DIR/pixel_masks.npz: per clip, packbits along the
+    last axis of a (frames, H, W) boolean array); None otherwise."""
+    path = data_dir / "pixel_masks.npz"
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path) as z:
+            return {k: np.unpackbits(z[k], axis=-1).astype(bool) for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable pixel masks ({exc})") from None
+
+
 def check_length(clip: LabelledClip, frames: int) -> None:
     if frames != len(clip.labels):
         raise DataError(f"{clip.path}: video has {frames} frames but labels.json lists "
@@ -151,3 +164,102 @@ def summarise(names: Sequence[str], scores: Sequence[np.ndarray], labels: Sequen
         anomalous_frames=int(all_y.sum()),
         per_clip_auc={n: roc_auc(s, y) for n, s, y in zip(names, scores, labels)},
     )
+
+
+# --- What an operator gets: alarms (events as the daemon raises them) against labelled episodes ---
+
+@dataclass(frozen=True)
+class Alarm:
+    """One event on a labelled clip, in frame indices (the cli replays the daemon's event tracker)."""
+
+    clip: str
+    start: int  # first frame of the event (the run over the threshold that started it)
+    raised: int  # frame at which the daemon publishes `start` (after min_duration)
+    end: int  # last frame of the event, inclusive
+    box: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) source pixels, as in `start`
+
+
+@dataclass(frozen=True)
+class Episode:
+    clip: str
+    first: int
+    last: int  # inclusive
+    alarmed: bool
+    delay_seconds: float | None  # from the episode's first frame to the first alarm raised in it
+    box_overlaps: bool | None = None  # the alarm's box touches the labelled pixels (when masks exist)
+
+
+@dataclass(frozen=True)
+class OperatorResult:
+    episodes: list[Episode]
+    false_alarms: list[Alarm]
+    normal_hours: float
+
+    @property
+    def alarmed(self) -> int:
+        return sum(e.alarmed for e in self.episodes)
+
+    @property
+    def median_delay(self) -> float | None:
+        d = [e.delay_seconds for e in self.episodes if e.delay_seconds is not None]
+        return float(np.median(d)) if d else None
+
+    @property
+    def false_alarms_per_hour(self) -> float:
+        return len(self.false_alarms) / self.normal_hours if self.normal_hours > 0 else float("nan")
+
+    def as_dict(self) -> dict[str, object]:
+        located = [e.box_overlaps for e in self.episodes if e.box_overlaps is not None]
+        return {
+            "episodes": len(self.episodes),
+            "episodes_alarmed": self.alarmed,
+            "median_delay_seconds": self.median_delay,
+            "worst_delay_seconds": max((e.delay_seconds for e in self.episodes
+                                        if e.delay_seconds is not None), default=None),
+            "false_alarm_onsets": len(self.false_alarms),
+            "false_alarms_per_hour_of_normal_footage": self.false_alarms_per_hour,
+            "normal_hours": self.normal_hours,
+            "alarm_boxes_on_anomaly": (sum(located), len(located)) if located else None,
+            "per_episode": [e.__dict__ for e in self.episodes],
+            "false_alarms": [a.__dict__ for a in self.false_alarms],
+        }
+
+
+def episodes_of(labels: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of labelled frames: (first, last) inclusive."""
+    y = np.asarray(labels).astype(bool)
+    starts = np.nonzero(y & ~np.r_[False, y[:-1]])[0]
+    ends = np.nonzero(y & ~np.r_[y[1:], False])[0]
+    return [(int(a), int(b)) for a, b in zip(starts, ends)]
+
+
+def operator_metrics(names: Sequence[str], labels: Sequence[np.ndarray], alarms: Sequence[Alarm],
+                     fps: float, masks: dict[str, np.ndarray] | None = None) -> OperatorResult:
+    """Per episode: alarmed at all, and how late; alarms that touch no labelled frame are false.
+
+    An episode counts as alarmed when an alarm is raised inside it or is already on when it starts
+    (delay 0). masks: per clip (frames, H, W) booleans in source pixels, to check the alarm's box.
+    """
+    by_clip: dict[str, list[Alarm]] = {}
+    for a in alarms:
+        by_clip.setdefault(a.clip, []).append(a)
+    episodes, false = [], []
+    normal_frames = 0
+    for name, y in zip(names, labels):
+        y = np.asarray(y).astype(bool)
+        normal_frames += int((~y).sum())
+        mine = sorted(by_clip.get(name, []), key=lambda a: a.raised)
+        for first, last in episodes_of(y):
+            hits = [a for a in mine if a.raised <= last and a.end >= first]
+            if not hits:
+                episodes.append(Episode(name, first, last, False, None))
+                continue
+            hit = hits[0]
+            at = max(hit.raised, first)
+            overlaps = None
+            if masks is not None and name in masks and hit.box is not None:
+                x0, y0, x1, y1 = hit.box
+                overlaps = bool(masks[name][at, y0:y1, x0:x1].any())
+            episodes.append(Episode(name, first, last, True, (at - first) / fps, overlaps))
+        false.extend(a for a in mine if not y[a.start:a.end + 1].any())
+    return OperatorResult(episodes, false, normal_frames / fps / 3600.0)

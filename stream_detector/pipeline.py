@@ -34,7 +34,7 @@ class FrameScorer:
         self.model = model
         self.threshold = threshold
         self.preprocess = Preprocessor.for_model(model.metadata)
-        self.scorer = WindowScorer(model.module, model.slicer, model.pretext, model.smoothing,
+        self.scorer = WindowScorer(model.module, model.slicer, model.smoothing,
                                    model.device, top_k=int(model.metadata.get("top_k", 1)), ignore=ignore)
 
     def reset(self) -> None:

@@ -49,8 +49,10 @@ def roc_plot(fpr: np.ndarray, tpr: np.ndarray, title: str, size: int = 480) -> n
 
 
 def timeline_plot(name: str, scores: np.ndarray, labels: np.ndarray | None, threshold: float,
-                  width: int = 900, height: int = 220) -> np.ndarray:
-    """Score over frames; ground-truth anomalies shaded; the calibrated threshold dashed."""
+                  alarms: list[tuple[int, int, int]] = (), width: int = 900,  # type: ignore[assignment]
+                  height: int = 220) -> np.ndarray:
+    """Score over frames; ground-truth anomalies shaded; the calibrated threshold dashed; alarms
+    (start, raised, end frames) as red bars under the plot with a tick where `start` is published."""
     img = np.full((height, width, 3), 255, np.uint8)
     left, right, top, bottom = 50, 10, 25, 25
     n = len(scores)
@@ -69,7 +71,12 @@ def timeline_plot(name: str, scores: np.ndarray, labels: np.ndarray | None, thre
         cv2.line(img, (x, ty), (min(x + 6, width - right), ty), RED, 1)
     pts = np.array([(x_of(i), y_of(float(v))) for i, v in enumerate(scores)], np.int32)
     cv2.polylines(img, [pts], False, BLUE, 1, cv2.LINE_AA)
-    _text(img, f"{name}  (shaded: labelled anomalous; dashed: threshold {threshold:.2f})", (left, 17))
+    bar = height - bottom + 4
+    for start, raised, end in alarms:
+        cv2.rectangle(img, (x_of(start), bar), (max(x_of(end), x_of(start) + 1), bar + 5), RED, -1)
+        cv2.line(img, (x_of(raised), top), (x_of(raised), bar + 5), RED, 1)
+    _text(img, f"{name}  (shaded: labelled anomalous; dashed: threshold {threshold:.2f}; "
+               f"red: alarms, line where raised)", (left, 17))
     _text(img, f"{hi:.1f}", (5, top + 10), 0.4)
     _text(img, f"{lo:.1f}", (5, height - bottom), 0.4)
     _text(img, f"frame {n - 1}", (width - right - 70, height - 8), 0.4)

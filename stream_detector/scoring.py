@@ -1,7 +1,8 @@
 """Scoring: windows of preprocessed frames -> per-cell scores against the baseline -> frame score.
 
 Causal by construction: the window for frame t holds frames <= t only (the slicer pads the first
-windows with frame 0), and smoothing is an exponential moving average over past scores.
+windows with frame 0), frame t's motion is its flow from t-1, and smoothing is an exponential
+moving average over past scores.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from stream_detector.buffer import FeatureRing
+from stream_detector.motion import MotionField, with_motion
 from stream_detector.slicer import SpacetimeSlicer
 
 
@@ -21,42 +23,30 @@ class ScoreBatch:
     """Scores of a run of consecutive frames of one stream."""
 
     first_index: int
-    cell_error: np.ndarray  # (n, rows, cols) raw per-cell error
-    cell_score: np.ndarray  # (n, rows, cols) against the baseline
+    cell_error: np.ndarray  # (n, K, rows, cols) raw per-cell cues (model/network.py CUES)
+    cell_score: np.ndarray  # (n, rows, cols) cues against the baseline, combined
     raw_score: np.ndarray  # (n,) top-k cell score
     score: np.ndarray  # (n,) causally smoothed frame score
     warmup: np.ndarray  # (n,) bool, window still padded with frame 0
 
 
-def context_offsets(window: int, pretext: str) -> tuple[list[int], int]:
-    """Which window positions feed the model as context, and which one is the residual base.
-
-    "predict": frames t-T+1..t-1 predict frame t (t itself never seen by the model);
-    "reconstruct": frames t-T+2..t, including t, reconstruct frame t.
-    """
-    if pretext == "predict":
-        return list(range(window - 1)), window - 2
-    return list(range(1, window)), window - 1
-
-
 class WindowScorer:
-    """Scores one stream chunk by chunk; every frame is encoded exactly once.
+    """Scores one stream chunk by chunk; every frame is encoded (and its motion computed) once.
 
     `detector` is the exported module (TorchScript) or its eager twin: anything with `encode`,
-    `spatial_channels` and a forward(series, spatial, last, target) returning
+    `spatial_channels`, `motion_channels` and forward(frames, features, windows) returning
     (prediction, cell_error, cell_score, frame_score).
     """
 
-    def __init__(self, detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
+    def __init__(self, detector: Any, slicer: SpacetimeSlicer, smoothing: float,
                  device: torch.device, chunk: int = 8, top_k: int = 1,
                  ignore: np.ndarray | None = None) -> None:
         self.detector = detector
         self.slicer = slicer
-        self.context, self.last = context_offsets(slicer.window, pretext)
         self.smoothing = smoothing
         self.device = device
         self.chunk = chunk
-        self.spatial_channels = int(detector.spatial_channels)
+        self.motion = MotionField() if int(detector.motion_channels) else None
         self.ring = FeatureRing(slicer.window - 1)
         self._ema: float | None = None
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
@@ -67,6 +57,8 @@ class WindowScorer:
     def reset(self) -> None:
         """Forget the stream (after a reconnect the old frames are no longer its past)."""
         self.ring.clear()
+        if self.motion is not None:
+            self.motion.reset()
         self._ema = None
 
     @torch.no_grad()
@@ -74,6 +66,8 @@ class WindowScorer:
         """Score (n, C, H, W) (or (n, H, W) gray) preprocessed frames that follow earlier pushes."""
         if frames.ndim == 3:
             frames = frames[:, None]
+        if self.motion is not None:
+            frames = with_motion(frames, self.motion)
         first = self.ring.seen
         parts = [self._push_chunk(frames[i:i + self.chunk]) for i in range(0, len(frames), self.chunk)]
         cell_error = np.concatenate([p[0] for p in parts])
@@ -101,19 +95,15 @@ class WindowScorer:
             all_x, all_f = x, feats
         targets = range(self.ring.seen, self.ring.seen + len(frames))
         windows = torch.tensor([self.slicer.window_indices(t) for t in targets], device=self.device)
-        windows = windows - offset
-        c = self.spatial_channels
-        series = all_f[:, c:][windows[:, self.context]]  # (n, T-1, Ct, h, w): copy only what is used
-        spatial = all_f[:, :c][windows[:, self.context[-1]]]  # (n, C, h, w)
-        out = self.detector(series, spatial, all_x[windows[:, self.last]], all_x[windows[:, -1]])
+        out = self.detector(all_x, all_f, windows - offset)
         self.ring.extend(x, feats)
         return (out[1].cpu().numpy(), out[2].cpu().numpy(), out[3].cpu().numpy())
 
 
-def score_frames(detector: Any, slicer: SpacetimeSlicer, pretext: str, smoothing: float,
+def score_frames(detector: Any, slicer: SpacetimeSlicer, smoothing: float,
                  device: torch.device, frames: np.ndarray) -> ScoreBatch:
     """Score a whole clip from its first frame."""
-    return WindowScorer(detector, slicer, pretext, smoothing, device).push(frames)
+    return WindowScorer(detector, slicer, smoothing, device).push(frames)
 
 
 def firing_cells(cell_score: np.ndarray, threshold: float) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Self-supervised fitting on normal footage, then the per-cell baseline and the alarm calibration.
 
-The network learns to predict each window's held-out frame from the others. Afterwards its error on
-the same normal footage gives each space cell its own baseline (so busy and quiet cells are judged
-fairly), and the smoothed frame scores give the alarm-rate calibration.
+The footage is cut into blocks; most train the network, every fourth is held back. The network
+learns to predict each window's last frame and its motion from the frames before. Its cues on the
+held-back blocks, footage it never trained on, give each space cell its own baseline (so busy and
+quiet cells are judged fairly) and the smoothed frame scores give the alarm-rate calibration, so
+the threshold reflects unseen normal footage as the live stream will be.
 """
 
 from __future__ import annotations
@@ -26,21 +28,33 @@ from stream_detector.capture import expand_sources, iter_frames, video_info
 from stream_detector.config import DetectorConfig
 from stream_detector.errors import SourceError
 from stream_detector.model.export import export
-from stream_detector.model.network import SpacetimeDetector, SpacetimeNet
+from stream_detector.model.network import CUES, SpacetimeDetector, SpacetimeNet, context_offsets, gather_window
+from stream_detector.motion import MotionField, with_motion
 from stream_detector.model.runtime import threshold_for
 from stream_detector.preprocess import Preprocessor
 from stream_detector.progress import Progress
-from stream_detector.scoring import WindowScorer, context_offsets, ema, frame_scores
+from stream_detector.scoring import WindowScorer, ema, frame_scores
 from stream_detector.slicer import SpacetimeSlicer
 
 WINDOWS_PER_SEGMENT = 8  # windows cut from one run of consecutive frames: encode once, use T-1 times
+BLOCK_FRAMES = 200  # footage is cut into blocks of this many frames for the calibration split
 
 
 @dataclass(frozen=True)
 class Clip:
     name: str
-    frames: np.ndarray  # (n, C, H, W) float32 preprocessed
+    frames: np.ndarray  # (n, C, H, W) float32 preprocessed, flow channels appended when motion is on
     source_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Footage:
+    """Normal footage cut in two: blocks the network trains on, blocks it never sees (calibration)."""
+
+    train: list[Clip]
+    calibration: list[Clip]
+    working_size: tuple[int, int]
+    fps: float
 
 
 @dataclass(frozen=True)
@@ -52,23 +66,65 @@ class FitReport:
     threshold_1_per_hour: float
 
 
-def load_clips(sources: Sequence[str | Path],
-               cfg: DetectorConfig) -> tuple[list[Clip], tuple[int, int], float]:
-    """Decode and preprocess every source; returns clips, working size and frame rate."""
+def plan_blocks(counts: Sequence[int], cap: int, holdout: float,
+                block: int = BLOCK_FRAMES) -> list[tuple[int, int, int, bool]]:
+    """(source, start, end, is_calibration) blocks covering the footage, spread over all of it.
+
+    Every source is cut into blocks (of `block` frames, smaller when `cap` is small); when the
+    footage holds more than `cap` frames, evenly spaced blocks are kept, so a long recording is
+    sampled from end to end, not its first minutes. A `holdout` share of the kept blocks, spread
+    evenly among them, is held back for calibration; footage of one block is split in time instead.
+    """
+    block = min(block, max(16, cap // 4))
+    blocks = [(si, s, min(n, s + block)) for si, n in enumerate(counts) for s in range(0, n, block)]
+    total = sum(e - s for _, s, e in blocks)
+    if total > cap:
+        keep = max(2, int(len(blocks) * cap / total))
+        idx = np.unique(np.linspace(0, len(blocks) - 1, keep).round().astype(int))
+        blocks = [blocks[i] for i in idx]
+    if holdout <= 0:
+        return [(si, s, e, False) for si, s, e in blocks]
+    if len(blocks) == 1:
+        si, s, e = blocks[0]
+        cut = s + int(round((e - s) * (1 - holdout)))
+        return [(si, s, cut, False), (si, cut, e, True)]
+    n = len(blocks)
+    held = min(n - 1, max(1, int(round(n * holdout))))
+    chosen = {int(round((j + 1) * n / held)) - 1 for j in range(held)}
+    return [(si, s, e, i in chosen) for i, (si, s, e) in enumerate(blocks)]
+
+
+def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig) -> Footage:
+    """Decode, preprocess and add motion to every source, then split it into train and calibration."""
     paths = expand_sources(sources)
-    first = video_info(paths[0])
-    width, height = cfg.working_size(first.width, first.height)
+    infos = [video_info(p) for p in paths]
+    width, height = cfg.working_size(infos[0].width, infos[0].height)
     prep = Preprocessor(width, height, cfg.color)
-    per_clip = max(cfg.window + 1, cfg.max_train_frames // len(paths))
-    clips = []
+    plan = plan_blocks([max(1, i.frames) for i in infos], cfg.max_train_frames, cfg.holdout)
+    train: list[Clip] = []
+    calibration: list[Clip] = []
     bar = Progress("decoding", len(paths))
-    for i, path in enumerate(paths):
-        raw = iter_frames(path, limit=per_clip)
-        head = next(raw)  # iter_frames raises SourceError itself when nothing decodes
-        frames = [prep(head)] + [prep(f) for f in raw]
-        clips.append(Clip(path.stem, np.stack(frames), (head.shape[1], head.shape[0])))
-        bar.update(i + 1, path.name)
-    return clips, (width, height), first.fps or 25.0
+    for si, path in enumerate(paths):
+        wanted = [(s, e, cal) for src, s, e, cal in plan if src == si]
+        if not wanted:
+            continue
+        decoded = [prep(f) for f in iter_frames(path, limit=max(e for _, e, _ in wanted))]
+        size = (infos[si].width, infos[si].height)
+        for s, e, cal in wanted:
+            part = decoded[s:e]
+            if len(part) <= cfg.window:  # the container's frame count was optimistic
+                continue
+            frames = np.stack(part)
+            if cfg.motion:
+                frames = with_motion(frames, MotionField())
+            clip = Clip(f"{path.stem}[{s}:{s + len(part)}]", frames, size)
+            (calibration if cal else train).append(clip)
+        bar.update(si + 1, path.name)
+    if not train:
+        raise SourceError(f"footage too short: no block of more than window={cfg.window} frames to train on")
+    if not calibration:  # e.g. every held-back block was shorter than a window: calibrate on training
+        calibration = train
+    return Footage(train, calibration, (width, height), infos[0].fps or 25.0)
 
 
 def _segments(clips: list[Clip], length: int, stride: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -82,18 +138,27 @@ def _segments(clips: list[Clip], length: int, stride: int, rng: random.Random) -
     return out
 
 
+def build_network(cfg: DetectorConfig) -> SpacetimeNet:
+    appearance = 3 if cfg.color else 1
+    motion = 2 if cfg.motion else 0
+    return SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels, residual=cfg.pretext == "predict",
+                        in_channels=appearance + motion, motion_channels=motion,
+                        motion_from_appearance=cfg.pretext == "motion")
+
+
 def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) -> tuple[SpacetimeNet, float]:
     """Fit the network on windows of normal footage; returns it and the last epoch's mean loss."""
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
-    net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels,
-                       residual=cfg.pretext == "predict", in_channels=3 if cfg.color else 1).to(device)
+    net = build_network(cfg).to(device)
     usable = [c for c in clips if len(c.frames) >= cfg.window]
     if not usable:
         raise SourceError(f"footage too short: every source has fewer than window={cfg.window} frames")
     per_seg = max(1, min(WINDOWS_PER_SEGMENT, min(len(c.frames) for c in usable) - cfg.window + 1))
     length = cfg.window - 1 + per_seg
     tensors = [torch.from_numpy(c.frames) for c in usable]
+    if device.type == "cuda":  # footage fits on any GPU: no host-to-device copy per step
+        tensors = [t.to(device) for t in tensors]
     seg_batch = max(1, cfg.batch_size // per_seg)
     # Offset 0 gives each clip the most segments; random offsets can only give fewer.
     most_segments = sum(len(range(0, len(c.frames) - length + 1, per_seg)) for c in usable)
@@ -102,8 +167,8 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total_steps,
                                                 pct_start=0.1)
-    ctx_pos, last_pos = context_offsets(cfg.window, cfg.pretext)
-    windows = torch.arange(per_seg)[:, None] + torch.arange(cfg.window)[None, :]  # (S, T)
+    context, last = context_offsets(cfg.window, cfg.pretext)
+    windows = (torch.arange(per_seg)[:, None] + torch.arange(cfg.window)[None, :]).to(device)  # (S, T)
     bar = Progress("training", total_steps)
     loss_mean, step = float("nan"), 0
     net.train()
@@ -112,7 +177,7 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
         segs = _segments(usable, length, per_seg, rng)
         for b in range(0, len(segs), seg_batch):
             batch = torch.stack([tensors[ci][s:s + length] for ci, s in segs[b:b + seg_batch]]).to(device)
-            loss = _window_loss(net, batch, windows, ctx_pos, last_pos)
+            loss = _window_loss(net, batch, windows, context, last, cfg.flow_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -126,18 +191,26 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
     return net, loss_mean
 
 
-def _window_loss(net: SpacetimeNet, batch: Tensor, windows: Tensor, ctx_pos: list[int],
-                 last_pos: int) -> Tensor:
-    """batch (B, L, C, H, W) runs of frames -> mean squared error over every window they hold."""
+def _window_loss(net: SpacetimeNet, batch: Tensor, windows: Tensor, context: list[int], last: int,
+                 flow_weight: float) -> Tensor:
+    """batch (B, L, C, H, W) runs of frames -> the prediction loss over every window they hold.
+
+    Appearance and motion channels are weighed separately: flow has its own units."""
     b, length, ch, h, w = batch.shape
-    feats = net.encode(batch.reshape(b * length, ch, h, w)).reshape(b, length, -1, h // 4, w // 4)
-    win = windows.to(batch.device)
-    c = net.spatial_channels
-    series = feats[:, :, c:][:, win[:, ctx_pos]].flatten(0, 1)  # (B*S, T-1, Ct, h, w)
-    spatial = feats[:, :, :c][:, win[:, ctx_pos[-1]]].flatten(0, 1)  # (B*S, C, h, w)
-    frames = batch[:, win].flatten(0, 1)  # (B*S, T, C, H, W)
-    pred = net.predict(series, spatial, frames[:, last_pos])
-    return torch.nn.functional.mse_loss(pred, frames[:, -1])
+    frames = batch.reshape(b * length, ch, h, w)
+    feats = net.encode(frames)
+    # Windows of every run, as indices into the flattened runs.
+    idx = (torch.arange(b, device=batch.device)[:, None, None] * length + windows[None]).flatten(0, 1)
+    series, spatial, base, target = gather_window(frames, feats, idx, context, last, net.spatial_channels)
+    pred = net.predict(series, spatial, base)
+    target = target[:, net.first_output:]
+    shown = ch - net.motion_channels - net.first_output  # appearance channels among the outputs
+    loss = torch.zeros((), device=batch.device)
+    if shown > 0:
+        loss = loss + torch.nn.functional.mse_loss(pred[:, :shown], target[:, :shown])
+    if net.motion_channels:
+        loss = loss + flow_weight * torch.nn.functional.mse_loss(pred[:, shown:], target[:, shown:])
+    return loss
 
 
 def cell_baseline(errors: np.ndarray, statistic: str, floor: float,
@@ -185,39 +258,68 @@ def fit_tail(scores: list[np.ndarray], fps: float) -> dict[str, float]:
             "normal_frames": int(allv.size), "normal_hours": allv.size / fps / 3600.0}
 
 
+def cue_baseline(cues: np.ndarray, cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cue, per-cell (center, scale) from (n, K, rows, cols) cues of normal footage."""
+    pairs = [cell_baseline(cues[:, k], cfg.baseline, cfg.scale_floor, cfg.baseline_blur)
+             for k in range(cues.shape[1])]
+    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def combine(cues: np.ndarray, center: np.ndarray, scale: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(n, K, rows, cols) raw cues -> (n, rows, cols) cell scores, as the exported module does."""
+    return np.einsum("nkrc,k->nrc", (cues - center) / scale, weights)
+
+
 def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, device: torch.device) -> FitReport:
-    """Train, compute the baseline and calibration, export. The one entry point of `fit`."""
+    """Train on part of the footage, set the baseline and calibration on the rest, export."""
     started = time.monotonic()
-    clips, (width, height), fps = load_clips(sources, cfg)
-    net, final_loss = train_network(clips, cfg, device)
+    footage = load_footage(sources, cfg)
+    net, final_loss = train_network(footage.train, cfg, device)
+    width, height = footage.working_size
     slicer = SpacetimeSlicer(width, height, cfg.window, cfg.cell, cfg.cell_stride)
     edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    detector = SpacetimeDetector(net, edges, cfg.top_k).to(device).eval()  # type: ignore[arg-type]
-    errors = []
-    bar = Progress("baseline", len(clips))
-    for i, clip in enumerate(clips):
-        batch = WindowScorer(detector, slicer, cfg.pretext, cfg.smoothing, device).push(clip.frames)
-        errors.append(batch.cell_error)
-        bar.update(i + 1, clip.name)
-    full = np.concatenate([e[cfg.window - 1:] for e in errors])
-    center, scale = cell_baseline(full, cfg.baseline, cfg.scale_floor, cfg.baseline_blur)
+    context, last = context_offsets(cfg.window, cfg.pretext)
+    detector = SpacetimeDetector(net, edges, cfg.top_k, context, last)  # type: ignore[arg-type]
+    detector = detector.to(device).eval()
+    weights = np.asarray(cfg.cue_weights if cfg.motion else (1.0, 0.0, 0.0), np.float32)
+    cues = calibration_cues(detector, slicer, footage.calibration, cfg, device)
+    center, scale = cue_baseline(np.concatenate([c[cfg.window - 1:] for c in cues]), cfg)
     detector.center.copy_(torch.from_numpy(center))
     detector.scale.copy_(torch.from_numpy(scale))
-    smoothed = [ema(frame_scores((e - center) / scale, cfg.top_k), cfg.smoothing) for e in errors]
-    calibration = fit_tail(smoothed, fps)
+    detector.weights.copy_(torch.from_numpy(weights))
+    smoothed = [ema(frame_scores(combine(c, center, scale, weights), cfg.top_k), cfg.smoothing)
+                for c in cues]
+    calibration = fit_tail(smoothed, footage.fps)
     detector.calibration.copy_(torch.tensor([calibration["a"], calibration["beta"],
-                                             calibration["floor"], fps]))
+                                             calibration["floor"], footage.fps]))
     seconds = time.monotonic() - started
-    meta = _metadata(cfg, slicer, clips, fps, calibration, final_loss, seconds, device, net)
+    meta = _metadata(cfg, slicer, footage, calibration, final_loss, seconds, device, net)
     export(detector, meta, out_dir)
-    return FitReport(out_dir, seconds, final_loss, sum(len(c.frames) for c in clips),
-                     threshold_for(calibration, 1.0))
+    frames = sum(len(c.frames) for c in footage.train + footage.calibration)
+    return FitReport(out_dir, seconds, final_loss, frames, threshold_for(calibration, 1.0))
 
 
-def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, clips: list[Clip], fps: float,
+def calibration_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[Clip],
+                     cfg: DetectorConfig, device: torch.device) -> list[np.ndarray]:
+    """Raw per-cell cues (n, K, rows, cols) of each held-back clip, scored as the live path would."""
+    out = []
+    bar = Progress("calibrating", len(clips))
+    for i, clip in enumerate(clips):
+        # Clip frames already carry their motion channels: score them with motion switched off.
+        scorer = WindowScorer(detector, slicer, cfg.smoothing, device)
+        scorer.motion = None
+        out.append(scorer.push(clip.frames).cell_error)
+        bar.update(i + 1, clip.name)
+    return out
+
+
+def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, footage: Footage,
               calibration: dict[str, float], loss: float, seconds: float, device: torch.device,
               net: SpacetimeNet) -> dict[str, Any]:
-    frames = sum(len(c.frames) for c in clips)
+    def described(clips: list[Clip]) -> list[dict[str, Any]]:
+        return [{"name": c.name, "frames": len(c.frames), "source_size": list(c.source_size)} for c in clips]
+    frames = sum(len(c.frames) for c in footage.train)
+    held = sum(len(c.frames) for c in footage.calibration)
     return {
         "stream_detector_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -228,20 +330,27 @@ def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, clips: list[Clip], f
         "grid": list(slicer.grid),
         "pretext": cfg.pretext,
         "color": cfg.color,
+        "motion": cfg.motion,
+        "cues": list(CUES),
+        "cue_weights": [float(w) for w in (cfg.cue_weights if cfg.motion else (1.0, 0.0, 0.0))],
         "smoothing": cfg.smoothing,
         "top_k": cfg.top_k,
-        "fps": fps,
+        "fps": footage.fps,
         "detector": asdict(cfg),
         "parameters": sum(p.numel() for p in net.parameters()),
         "training": {
-            "sources": [{"name": c.name, "frames": len(c.frames), "source_size": list(c.source_size)}
-                        for c in clips],
+            "sources": described(footage.train),
             "frames": frames,
-            "seconds_of_footage": frames / fps,
+            "seconds_of_footage": frames / footage.fps,
             "final_loss": loss,
             "fit_seconds": round(seconds, 1),
             "device": str(device),
             "torch": torch.__version__,
+        },
+        "calibration_footage": {
+            "sources": described(footage.calibration),
+            "frames": held,
+            "held_back": footage.calibration is not footage.train,
         },
         "baseline": {"statistic": cfg.baseline, "scale_floor": cfg.scale_floor, "blur": cfg.baseline_blur},
         "calibration": calibration,

@@ -9,8 +9,9 @@ import torch
 
 from stream_detector.config import DetectorConfig
 from stream_detector.model.export import export
-from stream_detector.model.network import SpacetimeDetector, SpacetimeNet
+from stream_detector.model.network import SpacetimeDetector, context_offsets
 from stream_detector.slicer import SpacetimeSlicer
+from stream_detector.train import build_network
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -40,16 +41,18 @@ def tiny_config(**kw: object) -> DetectorConfig:
 def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSlicer]:
     torch.manual_seed(0)
     slicer = SpacetimeSlicer(cfg.width, cfg.height, cfg.window, cfg.cell, cfg.cell_stride)
-    net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels, residual=cfg.pretext == "predict",
-                       in_channels=3 if cfg.color else 1)
+    net = build_network(cfg)
     edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    return SpacetimeDetector(net, edges, cfg.top_k).eval(), slicer  # type: ignore[arg-type]
+    context, last = context_offsets(cfg.window, cfg.pretext)
+    det = SpacetimeDetector(net, edges, cfg.top_k, context, last)  # type: ignore[arg-type]
+    det.weights.fill_(1.0)  # every cue counts, so tests see appearance and motion alike
+    return det.eval(), slicer
 
 
 def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, object]:
     return {
         "working_size": [cfg.width, cfg.height], "window": cfg.window, "cell": cfg.cell,
-        "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext, "color": cfg.color,
+        "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext, "color": cfg.color, "motion": cfg.motion,
         "smoothing": cfg.smoothing, "top_k": cfg.top_k, "fps": 10.0,
         "calibration": {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0},
     }

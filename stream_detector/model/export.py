@@ -18,7 +18,7 @@ import torch
 from stream_detector.model.network import SpacetimeDetector
 
 FORMAT = "stream-detector-model"
-FORMAT_VERSION = 2  # 2: forward(series, spatial, last, target)
+FORMAT_VERSION = 3  # 3: forward(frames, features, windows); motion channels; per-cue baselines
 MODEL_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 
@@ -53,16 +53,23 @@ def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path)
     return out_dir
 
 
+def probe_input(detector: torch.nn.Module, meta: dict[str, Any], device: torch.device,
+                random: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One window of the declared size: (frames, features, windows) as forward takes them."""
+    width, height = meta["working_size"]
+    window = int(meta["window"])
+    channels = (3 if meta.get("color") else 1) + int(detector.motion_channels)
+    if random:
+        gen = torch.Generator().manual_seed(0)
+        frames = (torch.rand(window, channels, height, width, generator=gen) * 2 - 1).to(device)
+    else:
+        frames = torch.zeros(window, channels, height, width, device=device)
+    return frames, detector.encode(frames), torch.arange(window, device=device)[None]
+
+
 @torch.no_grad()
 def _check_same(eager: SpacetimeDetector, scripted: torch.jit.ScriptModule, meta: dict[str, Any]) -> None:
-    width, height = meta["working_size"]
-    steps = meta["window"] - 1
-    gen = torch.Generator().manual_seed(0)
-    channels = 3 if meta.get("color") else 1
-    frames = torch.rand(steps + 1, channels, height, width, generator=gen) * 2 - 1
-    feats = eager.encode(frames)
-    c = eager.spatial_channels
-    args = (feats[None, :steps, c:], feats[None, steps - 1, :c], frames[None, steps - 1], frames[None, steps])
+    args = probe_input(eager, meta, torch.device("cpu"), random=True)
     a = eager(*args)
     b = scripted(*args)
     if not torch.allclose(a.cell_score, b.cell_score, rtol=1e-4, atol=1e-4):

@@ -1,9 +1,14 @@
 """The spacetime network and the scoring module exported with it.
 
-Two branches over a window: a *spatial* branch (2D convolution over each frame's space slices) that
-runs once per frame and is cached, and a *temporal* branch (1D convolution along each location's time
-slice of the cached features). Their features are concatenated and decoded into the held-out frame.
-Everything is fully convolutional over the whole window: no per-patch passes.
+Each frame enters as appearance (gray or BGR) plus, when the model uses motion, its dense flow
+from the frame before (two channels, see motion.py). Two branches over a window: a *spatial* branch
+(2D convolution over each frame's space slices) that runs once per frame and is cached, and a
+*temporal* branch (1D convolution along each location's time slice of the cached features, which
+carry the flow). Their features are fused and decoded into the window's target: the next frame and
+its motion. Everything is fully convolutional over the whole window: no per-patch passes.
+
+How the model is called is written once, here: `gather_window` cuts windows out of a run of
+frames and their cached features; training, scoring, export and load all go through it.
 """
 
 from __future__ import annotations
@@ -13,25 +18,40 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+CUES = ("appearance_error", "motion_error", "speed")  # per-cell evidence, combined with weights
+
 
 class DetectorOutput(NamedTuple):
-    prediction: Tensor  # (B, 1 or 3, H, W) the model's guess of the target frame
-    cell_error: Tensor  # (B, rows, cols) mean squared error per space slice
-    cell_score: Tensor  # (B, rows, cols) error against the per-cell baseline (0 ~ normal)
+    prediction: Tensor  # (B, C, H, W) the model's guess of the target frame (and its motion)
+    cell_error: Tensor  # (B, K, rows, cols) raw per-cell cues, K = len(CUES)
+    cell_score: Tensor  # (B, rows, cols) cues against the per-cell baseline, combined (0 ~ normal)
     frame_score: Tensor  # (B,) mean of the top-k cell scores
 
 
 class SpacetimeNet(nn.Module):
-    """Predicts (or reconstructs) a window's target frame from the cached features of T-1 frames."""
+    """Predicts (or reconstructs) a window's target frame from the cached features of T-1 frames.
+
+    in_channels counts every input channel (appearance + motion); motion_channels of them, the
+    last ones, are flow: their error and magnitude are separate cues.
+    """
 
     def __init__(self, window: int, channels: int = 32, temporal_channels: int = 16,
-                 residual: bool = True, in_channels: int = 1) -> None:
+                 residual: bool = True, in_channels: int = 1, motion_channels: int = 0,
+                 motion_from_appearance: bool = False) -> None:
         super().__init__()
         c, ct, steps = channels, temporal_channels, window - 1
-        self.residual = residual
+        self.in_channels = in_channels
+        self.motion_channels = motion_channels
+        # motion_from_appearance: the network sees appearance only and predicts the target's motion
+        # (what a normal thing that looks like this moves like); otherwise it sees every channel and
+        # predicts them all.
+        self.first_output = in_channels - motion_channels if motion_from_appearance else 0
+        self.seen_channels = in_channels - motion_channels if motion_from_appearance else in_channels
+        self.residual = residual and not motion_from_appearance
+        outputs = in_channels - self.first_output
         self.feature_channels = c + ct
         self.spatial = nn.Sequential(  # per frame: stride 4, cached by the live path
-            nn.Conv2d(in_channels, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(self.seen_channels, 16, 3, stride=2, padding=1), nn.ReLU(inplace=True),
             nn.Conv2d(16, c, 3, stride=2, padding=1), nn.ReLU(inplace=True),
         )
         self.to_time = nn.Conv2d(c, ct, 1)  # per frame too: what each location feeds its time slice
@@ -45,19 +65,19 @@ class SpacetimeNet(nn.Module):
         self.decode = nn.Sequential(  # fused spatial + temporal features -> 4x4 pixels per location
             nn.Conv2d(c + 2 * ct, c, 1), nn.ReLU(inplace=True),
             nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True),
-            nn.Conv2d(c, 16 * in_channels, 3, padding=1),
+            nn.Conv2d(c, 16 * outputs, 3, padding=1),
             nn.PixelShuffle(4),
         )
         self.spatial_channels = c
 
     def encode(self, frames: Tensor) -> Tensor:
-        """(N, 1 or 3, H, W) frames -> (N, C + Ct, H/4, W/4) per-frame features, reusable across windows."""
-        s = self.spatial(frames)
+        """(N, C, H, W) frames -> (N, Cs + Ct, H/4, W/4) per-frame features, reusable across windows."""
+        s = self.spatial(frames[:, :self.seen_channels])
         return torch.cat([s, self.to_time(s)], dim=1)
 
     def predict(self, series: Tensor, spatial: Tensor, last: Tensor) -> Tensor:
-        """series (B, T-1, Ct, h, w): the context frames' time-slice features; spatial (B, C, h, w):
-        the newest context frame's spatial features; last (B, 1 or 3, H, W): that frame's pixels."""
+        """series (B, T-1, Ct, h, w): the context frames' time-slice features; spatial (B, Cs, h, w):
+        the newest context frame's spatial features; last (B, C, H, W): that frame's pixels."""
         b, steps, _, h, w = series.shape
         series = series.permute(0, 2, 1, 3, 4)  # (B, Ct, T-1, h, w)
         motion = torch.cat([torch.zeros_like(series[:, :, :1]), series[:, :, 1:] - series[:, :, :-1]], 2)
@@ -65,27 +85,48 @@ class SpacetimeNet(nn.Module):
         temporal = self.temporal(slices).reshape(b, -1, h, w)
         out = self.decode(torch.cat([spatial, temporal], 1))
         if self.residual:
-            out = out + last
+            out = out + last[:, self.first_output:]
         return out
 
 
+def gather_window(frames: Tensor, features: Tensor, windows: Tensor, context: list[int], last: int,
+                  spatial_channels: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The model's inputs for B windows over one run of frames.
+
+    frames (N, C, H, W) and features (N, F, h, w) of consecutive frames; windows (B, T) indices into
+    them; context: the window positions the model sees; last: the position its residual starts from.
+    Returns series (B, T-1, Ct, h, w), spatial (B, Cs, h, w), last frame and target frame (B, C, H, W).
+    Only the features each branch uses are copied.
+    """
+    ctx = windows[:, context]
+    series = features[:, spatial_channels:][ctx]
+    spatial = features[:, :spatial_channels][windows[:, context[-1]]]
+    return series, spatial, frames[windows[:, last]], frames[windows[:, -1]]
+
+
 class SpacetimeDetector(nn.Module):
-    """Network + per-cell baseline + calibration, exported together so they cannot drift apart."""
+    """Network + per-cell baselines + cue weights + calibration, exported together so they cannot
+    drift apart."""
 
     def __init__(self, net: SpacetimeNet, cell_edges: tuple[Tensor, Tensor, Tensor, Tensor],
-                 top_k: int) -> None:
+                 top_k: int, context: list[int], last: int) -> None:
         super().__init__()
         self.net = net
         self.top_k = top_k
-        self.spatial_channels = net.spatial_channels  # features[:, :C] spatial, [:, C:] time slices
+        self.context = context
+        self.last = last
+        self.spatial_channels = net.spatial_channels  # features[:, :Cs] spatial, [:, Cs:] time slices
+        self.motion_channels = net.motion_channels
+        self.first_output = net.first_output
         y0, y1, x0, x1 = cell_edges
         self.register_buffer("y0", y0.long())
         self.register_buffer("y1", y1.long())
         self.register_buffer("x0", x0.long())
         self.register_buffer("x1", x1.long())
-        rows, cols = int(y0.numel()), int(x0.numel())
-        self.register_buffer("center", torch.zeros(rows, cols))  # baseline: score = (e - center)/scale
-        self.register_buffer("scale", torch.ones(rows, cols))
+        rows, cols, k = int(y0.numel()), int(x0.numel()), len(CUES)
+        self.register_buffer("center", torch.zeros(k, rows, cols))  # z = (cue - center) / scale
+        self.register_buffer("scale", torch.ones(k, rows, cols))
+        self.register_buffer("weights", torch.tensor([1.0] + [0.0] * (k - 1)))  # cell score = sum w z
         self.register_buffer("calibration", torch.zeros(4))  # see train.fit_tail: a, beta, floor, fps
 
     @torch.jit.export
@@ -93,21 +134,54 @@ class SpacetimeDetector(nn.Module):
         return self.net.encode(frames)
 
     @torch.jit.export
-    def cell_errors(self, error: Tensor) -> Tensor:
-        """(B, C, H, W) per-pixel error -> (B, rows, cols) mean per cell, via an integral image."""
-        integral = torch.nn.functional.pad(error.mean(1).cumsum(1).cumsum(2), (1, 0, 1, 0))
+    def cell_means(self, values: Tensor) -> Tensor:
+        """(B, H, W) per-pixel values -> (B, rows, cols) mean per cell, via an integral image."""
+        integral = torch.nn.functional.pad(values.cumsum(1).cumsum(2), (1, 0, 1, 0))
         total = (_corners(integral, self.y1, self.x1) - _corners(integral, self.y0, self.x1)
                  - _corners(integral, self.y1, self.x0) + _corners(integral, self.y0, self.x0))
-        area = ((self.y1 - self.y0)[:, None] * (self.x1 - self.x0)[None, :]).to(error.dtype)
+        area = ((self.y1 - self.y0)[:, None] * (self.x1 - self.x0)[None, :]).to(values.dtype)
         return total / area
 
-    def forward(self, series: Tensor, spatial: Tensor, last: Tensor, target: Tensor) -> DetectorOutput:
+    @torch.jit.export
+    def cues(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """(B, K, rows, cols): appearance error, motion error, and speed of the target's motion."""
+        m = self.motion_channels
+        a = target.shape[1] - m  # appearance channels of a frame
+        error = (prediction - target[:, self.first_output:]) ** 2
+        shown = a - self.first_output  # appearance channels among the predicted ones
+        if shown > 0:
+            appearance = self.cell_means(error[:, :shown].mean(1))
+        else:
+            appearance = self.cell_means(torch.zeros_like(error[:, 0]))
+        if m == 0:
+            return torch.stack([appearance, torch.zeros_like(appearance), torch.zeros_like(appearance)], 1)
+        motion = self.cell_means(error[:, shown:].mean(1))
+        speed = self.cell_means(target[:, a:].pow(2).sum(1).sqrt())
+        return torch.stack([appearance, motion, speed], 1)
+
+    def forward(self, frames: Tensor, features: Tensor, windows: Tensor) -> DetectorOutput:
+        """Score B windows (B, T) of indices into one run of frames (N, C, H, W) and their features."""
+        series, spatial, last, target = gather_window(frames, features, windows, self.context,
+                                                      self.last, self.spatial_channels)
         prediction = self.net.predict(series, spatial, last)
-        cell_error = self.cell_errors((prediction - target) ** 2)
-        cell_score = (cell_error - self.center) / self.scale
+        cell_error = self.cues(prediction, target)
+        z = (cell_error - self.center) / self.scale
+        cell_score = (z * self.weights[None, :, None, None]).sum(1)
         k = min(self.top_k, cell_score.shape[1] * cell_score.shape[2])
         frame_score = cell_score.flatten(1).topk(k, dim=1).values.mean(1)
         return DetectorOutput(prediction, cell_error, cell_score, frame_score)
+
+
+def context_offsets(window: int, pretext: str) -> tuple[list[int], int]:
+    """Which window positions feed the model as context, and which one is the residual base.
+
+    "predict": frames t-T+1..t-1 predict frame t (t itself never seen by the model);
+    "reconstruct": frames t-T+2..t, including t, reconstruct frame t;
+    "motion": frames t-T+2..t, appearance only, predict frame t's motion.
+    """
+    if pretext == "predict":
+        return list(range(window - 1)), window - 2
+    return list(range(1, window)), window - 1
 
 
 def _corners(integral: Tensor, ys: Tensor, xs: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
-from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, sha256_of
+from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, probe_input, sha256_of
 from stream_detector.slicer import SpacetimeSlicer
 
 REQUIRED = ("working_size", "window", "cell", "cell_stride", "grid", "pretext", "smoothing", "fps",
@@ -125,17 +125,11 @@ def load(model_dir: Path, device: str = "auto") -> LoadedModel:
 def _check_shapes(module: Any, meta: dict[str, Any], slicer: SpacetimeSlicer, path: Path,
                   device: torch.device) -> None:
     rows, cols = slicer.grid
-    if list(meta["grid"]) != [rows, cols] or tuple(module.center.shape) != (rows, cols):
+    if list(meta["grid"]) != [rows, cols] or tuple(module.center.shape[-2:]) != (rows, cols):
         raise ModelError(f"{path}: baseline grid {tuple(module.center.shape)} does not match metadata "
                          f"grid {tuple(meta['grid'])} for {slicer.width}x{slicer.height}")
-    steps = slicer.window - 1
-    channels = 3 if meta.get("color") else 1
-    frames = torch.zeros(steps + 1, channels, slicer.height, slicer.width, device=device)
     try:
-        feats = module.encode(frames)
-        c = int(module.spatial_channels)
-        out = module(feats[None, :steps, c:], feats[None, steps - 1, :c], frames[None, steps - 1],
-                     frames[None, steps])
+        out = module(*probe_input(module, meta, device, random=False))
     except RuntimeError as exc:
         raise ModelError(f"{path}: model does not accept its declared input "
                          f"({slicer.width}x{slicer.height}, window {slicer.window}): "

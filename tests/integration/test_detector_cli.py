@@ -48,7 +48,12 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, vtest: Path) -> Path:
 def test_fit_writes_a_complete_model_directory(fitted: Path) -> None:
     meta = json.loads((fitted / "metadata.json").read_text())
     assert meta["working_size"] == [96, 72] and meta["window"] == 4
-    assert meta["training"]["frames"] == 200
+    # 200 frames in four blocks spread over the video; one block held back for calibration only
+    held = meta["calibration_footage"]
+    assert meta["training"]["frames"] == 150 and held["frames"] == 50 and held["held_back"]
+    trained = {s["name"] for s in meta["training"]["sources"]}
+    assert trained.isdisjoint(s["name"] for s in held["sources"])
+    assert any(name.endswith("[0:50]") for name in trained) and meta["motion"] is True
     assert len(meta["files"]["model.pt"]["sha256"]) == 64
 
 

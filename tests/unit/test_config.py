@@ -20,7 +20,7 @@ def test_defaults_are_valid_and_auto_size_keeps_aspect() -> None:
         ("[detector]\nwindw = 8\n", "detector.windw: unknown key"),
         ("[detector]\nwindow = 'eight'\n", "detector.window: expected int"),
         ("[detector]\ncell = 10\n", "detector.cell: must be a multiple of 4"),
-        ("[detector]\npretext = 'guess'\n", "detector.pretext: must be 'predict' or 'reconstruct'"),
+        ("[detector]\npretext = 'guess'\n", "detector.pretext: must be 'predict', 'reconstruct' or 'motion'"),
         ("[detector\n", "invalid TOML"),
     ],
 )

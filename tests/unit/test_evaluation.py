@@ -65,3 +65,40 @@ def test_extra_labels_and_bad_values_are_rejected(tmp_path: Path) -> None:
     (d / "labels.json").write_text(json.dumps({"a": [0, 2]}))
     with pytest.raises(DataError, match="list of 0/1"):
         load_labelled(d)
+
+
+def test_operator_metrics_against_a_hand_computed_case() -> None:
+    from stream_detector.evaluation import Alarm, episodes_of, operator_metrics
+
+    # clip a: episodes at frames 10-19 and 40-44; clip b: all normal (100 frames), 10 fps.
+    a = np.zeros(60, np.int8)
+    a[10:20] = 1
+    a[40:45] = 1
+    b = np.zeros(100, np.int8)
+    assert episodes_of(a) == [(10, 19), (40, 44)]
+    alarms = [
+        Alarm("a", start=8, raised=13, end=25, box=(0, 0, 10, 10)),  # raised 0.3 s into episode 1
+        Alarm("a", start=30, raised=33, end=36),  # between the episodes: false
+        Alarm("b", start=50, raised=55, end=70),  # on normal footage: false
+        Alarm("b", start=80, raised=85, end=99),  # another false one
+    ]
+    masks = {"a": np.zeros((60, 20, 20), bool)}
+    masks["a"][13, 5, 5] = True  # the labelled pixel lies inside the alarm's box at the raised frame
+    r = operator_metrics(["a", "b"], [a, b], alarms, fps=10.0, masks=masks)
+    assert [e.alarmed for e in r.episodes] == [True, False]
+    assert r.episodes[0].delay_seconds == pytest.approx(0.3) and r.episodes[1].delay_seconds is None
+    assert r.episodes[0].box_overlaps is True
+    assert len(r.false_alarms) == 3
+    normal_seconds = (60 - 15 + 100) / 10.0
+    assert r.false_alarms_per_hour == pytest.approx(3 / (normal_seconds / 3600))
+    assert r.median_delay == pytest.approx(0.3)
+    d = r.as_dict()
+    assert d["episodes_alarmed"] == 1 and d["alarm_boxes_on_anomaly"] == (1, 1)
+
+
+def test_an_alarm_already_on_when_an_episode_starts_has_no_delay() -> None:
+    from stream_detector.evaluation import Alarm, operator_metrics
+
+    y = np.r_[np.zeros(20), np.ones(10)].astype(np.int8)
+    r = operator_metrics(["c"], [y], [Alarm("c", start=15, raised=18, end=29)], fps=10.0)
+    assert r.episodes[0].delay_seconds == 0.0 and not r.false_alarms

@@ -22,22 +22,22 @@ def frames(n: int, seed: int = 0) -> np.ndarray:
 
 def test_cell_errors_match_brute_force_means() -> None:
     det, slicer = build_detector(tiny_config(width=70, height=48))
-    err = torch.rand(2, 1, 48, 70)
-    cells = det.cell_errors(err)
+    err = torch.rand(2, 48, 70)
+    cells = det.cell_means(err)
     y0, y1, x0, x1 = slicer.cell_edges()
     for r in range(slicer.grid[0]):
         for c in range(slicer.grid[1]):
-            want = err[1, 0, y0[r]:y1[r], x0[c]:x1[c]].mean()
+            want = err[1, y0[r]:y1[r], x0[c]:x1[c]].mean()
             assert float(cells[1, r, c]) == pytest.approx(float(want), rel=1e-4, abs=1e-6)
 
 
-@pytest.mark.parametrize("pretext", ["predict", "reconstruct"])
+@pytest.mark.parametrize("pretext", ["predict", "reconstruct", "motion"])
 def test_scores_are_causal(pretext: str) -> None:
     det, slicer = build_detector(tiny_config(pretext=pretext))
     a, b = frames(20, seed=1), frames(20, seed=2)
     b[:12] = a[:12]  # same past, different future from frame 12 on
-    sa = score_frames(det, slicer, pretext, 0.5, torch.device("cpu"), a)
-    sb = score_frames(det, slicer, pretext, 0.5, torch.device("cpu"), b)
+    sa = score_frames(det, slicer, 0.5, torch.device("cpu"), a)
+    sb = score_frames(det, slicer, 0.5, torch.device("cpu"), b)
     np.testing.assert_allclose(sa.score[:12], sb.score[:12], rtol=1e-5)
     assert not np.allclose(sa.score[12:], sb.score[12:])
 
@@ -45,8 +45,8 @@ def test_scores_are_causal(pretext: str) -> None:
 def test_chunked_streaming_equals_whole_clip() -> None:
     det, slicer = build_detector(tiny_config())
     x = frames(25)
-    whole = score_frames(det, slicer, "predict", 0.5, torch.device("cpu"), x)
-    live = WindowScorer(det, slicer, "predict", 0.5, torch.device("cpu"), chunk=4)
+    whole = score_frames(det, slicer, 0.5, torch.device("cpu"), x)
+    live = WindowScorer(det, slicer, 0.5, torch.device("cpu"), chunk=4)
     parts = [live.push(x[i:i + 3]) for i in range(0, 25, 3)]
     np.testing.assert_allclose(np.concatenate([p.score for p in parts]), whole.score, rtol=1e-5, atol=1e-6)
     assert whole.warmup.tolist() == [True] * 3 + [False] * 22
@@ -56,23 +56,26 @@ def test_ignored_cells_never_count() -> None:
     det, slicer = build_detector(tiny_config())
     x = frames(10)
     x[6:, 8:24, 8:24] = 1.0  # a sudden bright block in cell (1, 1) and its neighbours
-    plain = score_frames(det, slicer, "predict", 1.0, torch.device("cpu"), x)
+    plain = score_frames(det, slicer, 1.0, torch.device("cpu"), x)
     ignore = np.zeros(slicer.grid, bool)
     ignore[:3, :3] = True
-    masked = WindowScorer(det, slicer, "predict", 1.0, torch.device("cpu"), top_k=det.top_k,
+    masked = WindowScorer(det, slicer, 1.0, torch.device("cpu"), top_k=det.top_k,
                           ignore=ignore).push(x)
     assert masked.score[6] < plain.score[6] and (masked.score <= plain.score + 1e-6).all()
     assert np.isneginf(masked.cell_score[:, :3, :3]).all()
 
 
-def test_torchscript_round_trip_matches_eager(tmp_path: Path) -> None:
-    det, slicer = build_detector(tiny_config())
+@pytest.mark.parametrize("pretext", ["predict", "motion"])
+def test_torchscript_round_trip_matches_eager(tmp_path: Path, pretext: str) -> None:
+    det, slicer = build_detector(tiny_config(pretext=pretext))
     scripted = torch.jit.script(det)
-    x = torch.from_numpy(frames(4))[:, None]
+    gray = frames(6)
+    motion = np.random.default_rng(3).normal(0, 1, (6, 2, 48, 64)).astype(np.float32)
+    x = torch.from_numpy(np.concatenate([gray[:, None], motion], 1))
     feats = det.encode(x)
-    c = det.spatial_channels
-    args = (feats[None, :3, c:], feats[None, 2, :c], x[None, 2], x[None, 3])
+    args = (x, feats, torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5]]))
     eager = det(*args)
+    assert eager.cell_error.shape == (2, 3, *slicer.grid)
     torch.testing.assert_close(scripted(*args).cell_score, eager.cell_score)
     path = tmp_path / "m.pt"
     scripted.save(str(path))
@@ -157,8 +160,8 @@ def test_calibration_threshold_falls_with_more_allowed_alarms() -> None:
 def test_cuda_scores_match_cpu(tiny_model_dir: Path) -> None:
     cpu, gpu = runtime.load(tiny_model_dir, "cpu"), runtime.load(tiny_model_dir, "cuda")
     x = frames(12)
-    a = score_frames(cpu.module, cpu.slicer, cpu.pretext, 0.5, cpu.device, x)
-    b = score_frames(gpu.module, gpu.slicer, gpu.pretext, 0.5, gpu.device, x)
+    a = score_frames(cpu.module, cpu.slicer, 0.5, cpu.device, x)
+    b = score_frames(gpu.module, gpu.slicer, 0.5, gpu.device, x)
     np.testing.assert_allclose(a.cell_score, b.cell_score, rtol=1e-3, atol=1e-3)
 
 
@@ -192,3 +195,19 @@ def test_ignore_polygons_map_to_the_cells_whose_centres_they_cover(tiny_model_di
     assert mask is not None and mask.shape == model.slicer.grid
     # cell centres (working px) 8, 16, 24, 32, 40, 48, 56 -> source x 80 .. 560; covered up to 320
     assert mask[:, :4].all() and not mask[:, 4:].any()
+
+
+def test_calibration_blocks_are_held_back_and_spread_over_the_footage() -> None:
+    from stream_detector.train import plan_blocks
+
+    plan = plan_blocks([180] * 16, cap=6000, holdout=0.25)  # sixteen short clips, as in UCSD Ped2
+    held = [i for i, p in enumerate(plan) if p[3]]
+    assert held == [3, 7, 11, 15]
+    long = plan_blocks([36000], cap=6000, holdout=0.25)  # one hour-long recording, capped
+    assert sum(e - s for _, s, e, _ in long) <= 6000
+    assert long[-1][2] > 30000  # the end of the recording is sampled too, not only its start
+    cal = [p for p in long if p[3]]
+    assert 0 < len(cal) < len(long) and cal[0][1] < 18000 < cal[-1][1]
+    one = plan_blocks([100], cap=6000, holdout=0.25)  # a single short clip is split in time
+    assert one == [(0, 0, 75, False), (0, 75, 100, True)]
+    assert not any(p[3] for p in plan_blocks([180] * 4, cap=6000, holdout=0.0))

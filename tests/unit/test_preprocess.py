@@ -27,5 +27,5 @@ def test_colour_model_exports_loads_and_scores(tmp_path) -> None:  # type: ignor
     assert prep.channels == 3
     rng = np.random.default_rng(0)
     frames = np.stack([prep(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)) for _ in range(6)])
-    batch = score_frames(model.module, model.slicer, model.pretext, 0.5, torch.device("cpu"), frames)
+    batch = score_frames(model.module, model.slicer, 0.5, torch.device("cpu"), frames)
     assert batch.cell_score.shape == (6, *slicer.grid) and np.isfinite(batch.score).all()
