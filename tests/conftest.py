@@ -60,7 +60,10 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     """An untrained but complete model directory (fast): for loading and checking tests."""
     cfg = tiny_config()
     det, slicer = build_detector(cfg)
-    return export(det, tiny_metadata(cfg, slicer), tmp_path / "model")
+    meta = tiny_metadata(cfg, slicer)
+    cal = meta["calibration"]
+    det.calibration.copy_(torch.tensor([cal[k] for k in ("a", "beta", "floor", "fps")]))  # type: ignore[index]
+    return export(det, meta, tmp_path / "model")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

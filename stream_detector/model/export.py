@@ -1,12 +1,12 @@
 """Writes a model directory: the TorchScript detector (network + baseline + calibration) and metadata.json.
 
-The metadata records what the model expects (working size, window, grid) and a checksum of the
-TorchScript file, so a loader can refuse a directory that does not fit before running anything.
+The metadata records what the model expects (working size, window, grid); manifest.sign then lists
+every file's checksum and seals the metadata, so a loader can refuse a directory that does not fit,
+or was edited, before running anything.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -15,20 +15,12 @@ from typing import Any
 
 import torch
 
+from stream_detector.model.manifest import METADATA_FILE, MODEL_FILE, sha256_of, sign
 from stream_detector.model.network import SpacetimeDetector
 
 FORMAT = "stream-detector-model"
 FORMAT_VERSION = 2  # 2: forward(series, spatial, last, target)
-MODEL_FILE = "model.pt"
-METADATA_FILE = "metadata.json"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_FILE", "MODEL_FILE", "export", "sha256_of"]
 
 
 def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path) -> Path:
@@ -46,11 +38,10 @@ def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path)
     meta = dict(metadata)
     meta["format"] = FORMAT
     meta["format_version"] = FORMAT_VERSION
-    meta["files"] = {MODEL_FILE: {"sha256": sha256_of(model_path), "bytes": model_path.stat().st_size}}
     tmp_meta = out_dir / (METADATA_FILE + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_meta, out_dir / METADATA_FILE)
-    return out_dir
+    return sign(out_dir)  # the manifest covers model.pt, every other file and every field
 
 
 @torch.no_grad()
