@@ -30,6 +30,10 @@ def ped2() -> Path:
     return PED2
 
 
+# Baked into every tiny detector and written into its metadata: the loader checks that they agree.
+TINY_CALIBRATION = {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0}
+
+
 def tiny_config(**kw: object) -> DetectorConfig:
     base = dict(width=64, height=48, window=4, cell=16, cell_stride=8, channels=8, temporal_channels=4,
                 epochs=1, batch_size=8)
@@ -43,7 +47,9 @@ def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSli
     net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels, residual=cfg.pretext == "predict",
                        in_channels=3 if cfg.color else 1)
     edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    return SpacetimeDetector(net, edges, cfg.top_k).eval(), slicer  # type: ignore[arg-type]
+    det = SpacetimeDetector(net, edges, cfg.top_k).eval()  # type: ignore[arg-type]
+    det.calibration.copy_(torch.tensor([TINY_CALIBRATION[k] for k in ("a", "beta", "floor", "fps")]))
+    return det, slicer
 
 
 def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, object]:
@@ -51,7 +57,7 @@ def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, obj
         "working_size": [cfg.width, cfg.height], "window": cfg.window, "cell": cfg.cell,
         "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext, "color": cfg.color,
         "smoothing": cfg.smoothing, "top_k": cfg.top_k, "fps": 10.0,
-        "calibration": {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0},
+        "calibration": dict(TINY_CALIBRATION),
     }
 
 
@@ -60,10 +66,7 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     """An untrained but complete model directory (fast): for loading and checking tests."""
     cfg = tiny_config()
     det, slicer = build_detector(cfg)
-    meta = tiny_metadata(cfg, slicer)
-    cal = meta["calibration"]
-    det.calibration.copy_(torch.tensor([cal[k] for k in ("a", "beta", "floor", "fps")]))  # type: ignore[index]
-    return export(det, meta, tmp_path / "model")
+    return export(det, tiny_metadata(cfg, slicer), tmp_path / "model")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -45,7 +45,12 @@ def sign(model_dir: Path) -> Path:
     """Record every file of `model_dir` (but metadata.json) in its metadata and seal the metadata."""
     model_dir = Path(model_dir)
     meta_path = model_dir / METADATA_FILE
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError, RecursionError) as exc:
+        raise ModelError(f"{meta_path}: cannot sign: unreadable metadata ({type(exc).__name__})") from None
+    if not isinstance(meta, dict):
+        raise ModelError(f"{meta_path}: cannot sign: not a JSON object")
     meta["files"] = {p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size}
                      for p in sorted(model_dir.iterdir()) if p.name != METADATA_FILE and p.is_file()}
     bad = _non_finite(meta, "")
