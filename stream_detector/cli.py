@@ -399,7 +399,10 @@ def _events(args: argparse.Namespace) -> int:
     if not path.is_file():  # never create an empty store by asking what is in it
         raise ConfigError(f"{cfg.path}: storage.path: no event store at {path} "
                           f"(has the daemon run with this config?)")
-    store = EventStore.from_config(cfg.storage)
+    try:
+        store = EventStore.from_config(cfg.storage)
+    except UserError as exc:  # not SQLite, or unreadable: say which key led there
+        raise ConfigError(f"{cfg.path}: storage.path: {exc}") from None
     try:
         rows = store.query(args.camera, since, args.limit)
     finally:

@@ -91,7 +91,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}.{shown(unknown[0])}: unknown key (allowed: {', '.join(sorted(fields))})")
+        raise ConfigError(f"{where}.{shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(fields))})")
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -145,14 +145,17 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
 
 
 def shown(value: Any) -> str:
-    """A value or key for a one-line message: repr'd when it holds odd characters, and shortened."""
-    text = value if isinstance(value, str) and value.isprintable() else None
-    if text is None:
-        try:
-            text = repr(value)
-        except ValueError:  # an integer with thousands of digits
-            return f"a very large {type(value).__name__}"
+    """A value for a one-line message: repr'd (quotes, escaped newlines) and shortened."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer with thousands of digits
+        return f"a very large {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shown_key(key: str) -> str:
+    """A key as written, unless it holds characters that would break the line."""
+    return key if key.isprintable() else shown(key)
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything near this is the wrong file
@@ -331,14 +334,14 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     allowed = {"mqtt", "metrics", "storage", "logging", "device", "cameras"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: {shown(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
+        raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
     cams = doc.get("cameras")
     if not isinstance(cams, dict) or not cams:
         raise ConfigError(f"{where}: cameras: configure at least one camera ([cameras.NAME] source = ...)")
     cameras = {}
     for name, table in cams.items():
         if not name or not set(name) <= CAMERA_NAME_CHARS:
-            raise ConfigError(f"{where}: cameras.{shown(name)}: camera names use letters, digits, "
+            raise ConfigError(f"{where}: cameras.{shown_key(name)}: camera names use letters, digits, "
                               f"'_' and '-' only")
         cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}")
     device = doc.get("device", "auto")

@@ -107,7 +107,8 @@ def load(model_dir: Path, device: str = "auto") -> LoadedModel:
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(model_path), map_location=dev)
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"{model_path}: not a loadable TorchScript file ({str(exc).splitlines()[0]})") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise ModelError(f"{model_path}: not a loadable TorchScript file ({reason})") from None
     module.eval()
     check_module(module, meta, model_path)
     width, height = meta["working_size"]
