@@ -15,7 +15,14 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from stream_detector.capture import source_kind, video_info
-from stream_detector.config import CameraConfig, DaemonConfig, MetricsConfig, MqttConfig, StorageConfig
+from stream_detector.config import (
+    CameraConfig,
+    DaemonConfig,
+    MetricsConfig,
+    MqttConfig,
+    StorageConfig,
+    shown,
+)
 from stream_detector.errors import ConfigError, SourceError
 from stream_detector.store import FILE_NAME
 
@@ -39,8 +46,11 @@ def check_storage(storage: StorageConfig, where: str) -> None:
     key = f"{where}: storage.path"
     path = Path(storage.path).absolute()
     existing = path
-    while not existing.exists() and not existing.is_symlink():
-        existing = existing.parent
+    try:
+        while not existing.exists() and not existing.is_symlink():
+            existing = existing.parent
+    except OSError as exc:  # a name too long, a symlink loop
+        raise ConfigError(f"{key}: {shown(storage.path)}: {exc.strerror}") from None
     if existing != path and not existing.is_dir():
         raise ConfigError(f"{key}: {existing} is a file, so {path} cannot be created")
     if existing == path and not path.is_dir():
@@ -112,29 +122,28 @@ def check_mqtt(mqtt: MqttConfig, where: str) -> None:
 def check_readable(name: str, key: str) -> None:
     """A regular file this process can open for reading (tried, not guessed from permission bits)."""
     path = Path(name)
-    if not path.exists():
-        raise ConfigError(f"{key}: {path}: no such file")
-    if not path.is_file():
-        raise ConfigError(f"{key}: {path} is not a regular file")
     try:
+        if not path.is_file():
+            raise ConfigError(f"{key}: {path}: no such file" if not path.exists()
+                              else f"{key}: {path} is not a regular file")
         with open(path, "rb") as fh:
             fh.read(1)
-    except OSError as exc:
-        raise ConfigError(f"{key}: {path}: cannot read ({exc.strerror})") from None
+    except OSError as exc:  # unreadable, a name too long, a symlink loop
+        raise ConfigError(f"{key}: {shown(name)}: cannot read ({exc.strerror})") from None
 
 
 def check_source(name: str, cam: CameraConfig, where: str) -> None:
     """A local file must be a video that decodes; a URL needs a host. Cameras are not contacted."""
     key = f"{where}: cameras.{name}.source"
-    kind = source_kind(cam.source)
+    try:
+        kind = source_kind(cam.source)
+        parts = urlsplit(cam.source)
+        parts.port  # noqa: B018 (parses the port: ValueError when it is not a number)
+    except ValueError as exc:  # "rtsp://[::1", "rtsp://cam:99x/"
+        raise ConfigError(f"{key}: not a valid URL ({exc})") from None
     if cam.source == DEMO_SOURCE or kind == "device":
         return
     if kind == "stream":
-        try:
-            parts = urlsplit(cam.source)
-            parts.port  # noqa: B018 (parses the port: ValueError when it is not a number)
-        except ValueError as exc:
-            raise ConfigError(f"{key}: not a valid URL ({exc})") from None
         if not parts.hostname:
             raise ConfigError(f"{key}: the URL has no host")
         return
