@@ -330,4 +330,7 @@ class ResizedSource(FrameFilter):
         frame = self.inner.retrieve()
         if frame is None or (frame.shape[1], frame.shape[0]) == self.size:
             return frame
-        return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        try:
+            return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        except (cv2.error, MemoryError):  # a frame that cannot be resized counts as undecodable
+            return None

@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     e.add_argument("--data", required=True, type=Path, help="folder with test/*.mp4 and labels.json")
     e.add_argument("--report", required=True, type=Path, help="folder for summary.json and plots")
-    e.add_argument("--false-alarms-per-hour", type=_positive_float, default=1.0)
+    e.add_argument("--false-alarms-per-hour", type=_positive, default=1.0)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.set_defaults(handler=_eval)
 
@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", type=Path)
     c.add_argument("--probe", action="store_true",
                    help="also open each camera once and read a frame (network cameras included)")
-    c.add_argument("--timeout", type=_positive_float, default=20.0,
+    c.add_argument("--timeout", type=_positive, default=20.0,
                    help="seconds each probe may take to deliver a frame")
     c.set_defaults(handler=_check_config)
 
@@ -131,11 +131,15 @@ def _count(lowest: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)  # ValueError: argparse says "invalid number value"
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
     return value
+
+
+_positive.__name__ = "number"
 
 
 def _fit(args: argparse.Namespace) -> int:

@@ -270,7 +270,8 @@ class LoggingConfig:
                "must be debug, info, warning or error")
 
 
-MAX_SIDE = 8192  # pixels: beyond 8K a resize target is a typo that would allocate gigabytes
+MAX_SIDE = 4096  # pixels: the model works at ~200 px; a larger resize target is a typo that
+# would fill the frame queue with gigabytes
 
 
 @dataclass(frozen=True)

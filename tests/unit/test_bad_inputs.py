@@ -156,7 +156,7 @@ CASES = [
     Bad("queue_size = 0", r"cameras\.door\.queue_size: must be in", config=CAMERA + "queue_size = 0\n"),
     Bad("queue_size of 20 digits", r"cameras\.door\.queue_size: must be in",
         config=CAMERA + "queue_size = 99999999999999999999\n"),
-    Bad("width = height = 100000", r"cameras\.door\.width: must be 0 or in 32\.\.8192",
+    Bad("width = height = 100000", r"cameras\.door\.width: must be 0 or in 32\.\.4096",
         config=CAMERA + "width = 100000\nheight = 100000\n"),
     Bad("width without height", r"cameras\.door\.width: set width and height together", config=CAMERA + "width = 640\n"),
     Bad("width = height = 16", r"cameras\.door\.width: must be 0 or in", config=CAMERA + "width = 16\nheight = 16\n"),

@@ -115,7 +115,7 @@ def test_any_toml_document_is_a_config_or_one_line(doc: dict[str, Any]) -> None:
     for cam in cfg.cameras.values():  # what passed is finite and in range
         assert all(math.isfinite(getattr(cam, f)) for f in ("stale_after", "min_duration", "cooldown",
                                                              "false_alarms_per_hour"))
-        assert cam.width <= 8192 and cam.height <= 8192
+        assert cam.width <= 4096 and cam.height <= 4096
     with tempfile.TemporaryDirectory() as tmp:
         cfg = dataclasses.replace(cfg, storage=dataclasses.replace(cfg.storage, path=tmp))
         try:
