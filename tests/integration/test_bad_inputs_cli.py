@@ -153,3 +153,23 @@ def test_daemon_rides_out_broken_video_files(tmp_path: Path, vtest: Path) -> Non
     assert len([x for x in bad if "stream lost" in x or "cannot open" in x]) == 1, bad
     assert len([x for x in bad if "stream up" in x]) == 2, bad
     assert len(log.splitlines()) < 30, log  # no flood: neither ours nor FFmpeg's
+
+
+def test_storage_on_a_read_only_filesystem(tmp_path: Path) -> None:
+    """A real read-only mount (root ignores permission bits, not EROFS), in a private mount
+    namespace; skipped where this process may not make one."""
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare(1)")
+    store = tmp_path / "store"
+    store.mkdir()
+    cfg = write_config(tmp_path / "c.toml", {"cameras": {"door": {"source": "demo"}},
+                                             "storage": {"path": str(store)}, "metrics": {"port": 0}})
+    script = (f"mount -o bind,ro '{store}' '{store}' || exit 99; "
+              f"exec '{sys.executable}' -m stream_detector check-config '{cfg}'")
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+    if done.returncode == 99 or "Operation not permitted" in done.stderr:
+        pytest.skip("no permission for a private read-only mount here")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (f"stream-detector: error: {cfg}: storage.path: {store} is not "
+                                   f"writable (read-only or permission denied)")

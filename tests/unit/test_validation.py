@@ -124,3 +124,26 @@ def test_events_lists_each_row_at_its_own_time(tmp_path: Path, capsys: pytest.Ca
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     want = [dt.datetime.fromtimestamp(t).isoformat(timespec="seconds") for t in (1000, 1600, 2200)]
     assert [r["time"] for r in rows] == want and [r["type"] for r in rows] == ["start", "update", "end"]
+
+
+def test_a_port_taken_after_the_check_stops_start_before_the_broker(tmp_path: Path) -> None:
+    """The check and the bind are not atomic: start() listens first, so it fails unconnected."""
+    import io
+
+    from stream_detector.config import parse_daemon_config
+    from stream_detector.daemon import Daemon
+
+    with socket.create_server(("127.0.0.1", 0)) as broker, socket.create_server(("127.0.0.1", 0)) as busy:
+        cfg = parse_daemon_config({"cameras": {"door": {"source": "demo"}},
+                                   "mqtt": {"port": broker.getsockname()[1]},
+                                   "metrics": {"port": busy.getsockname()[1]},
+                                   "storage": {"path": str(tmp_path)}}, "c.toml")
+        daemon = Daemon(cfg, io.StringIO())
+        try:
+            with pytest.raises(ConfigError, match=r"^c\.toml: metrics\.port: cannot listen on"):
+                daemon.start()
+        finally:
+            daemon.store.close()
+        broker.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            broker.accept()
