@@ -47,9 +47,7 @@ def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSli
     net = SpacetimeNet(cfg.window, cfg.channels, cfg.temporal_channels, residual=cfg.pretext == "predict",
                        in_channels=3 if cfg.color else 1)
     edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    det = SpacetimeDetector(net, edges, cfg.top_k).eval()  # type: ignore[arg-type]
-    det.calibration.copy_(torch.tensor([TINY_CALIBRATION[k] for k in ("a", "beta", "floor", "fps")]))
-    return det, slicer
+    return SpacetimeDetector(net, edges, cfg.top_k).eval(), slicer  # type: ignore[arg-type]
 
 
 def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, object]:
@@ -66,7 +64,14 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     """An untrained but complete model directory (fast): for loading and checking tests."""
     cfg = tiny_config()
     det, slicer = build_detector(cfg)
-    return export(det, tiny_metadata(cfg, slicer), tmp_path / "model")
+    return export_tiny(det, cfg, slicer, tmp_path / "model")
+
+
+def export_tiny(det: SpacetimeDetector, cfg: DetectorConfig, slicer: SpacetimeSlicer, out: Path) -> Path:
+    """Export with the tiny metadata, its calibration baked into the module as `fit` does (the
+    loader refuses a module and a metadata.json that disagree)."""
+    det.calibration.copy_(torch.tensor([TINY_CALIBRATION[k] for k in ("a", "beta", "floor", "fps")]))
+    return export(det, tiny_metadata(cfg, slicer), out)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

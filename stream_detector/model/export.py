@@ -7,6 +7,7 @@ or was edited, before running anything.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import warnings
@@ -15,12 +16,20 @@ from typing import Any
 
 import torch
 
-from stream_detector.model.manifest import METADATA_FILE, MODEL_FILE, sha256_of, sign
 from stream_detector.model.network import SpacetimeDetector
 
 FORMAT = "stream-detector-model"
 FORMAT_VERSION = 2  # 2: forward(series, spatial, last, target)
-__all__ = ["FORMAT", "FORMAT_VERSION", "METADATA_FILE", "MODEL_FILE", "export", "sha256_of"]
+MODEL_FILE = "model.pt"
+METADATA_FILE = "metadata.json"
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path) -> Path:
@@ -41,7 +50,10 @@ def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path)
     tmp_meta = out_dir / (METADATA_FILE + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_meta, out_dir / METADATA_FILE)
-    return sign(out_dir)  # the manifest covers model.pt, every other file and every field
+    from stream_detector.model.manifest import sign  # not at the top: manifest imports this module
+
+    sign(out_dir)  # the manifest covers model.pt, every other file and every metadata field
+    return out_dir
 
 
 @torch.no_grad()

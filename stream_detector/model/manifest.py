@@ -18,20 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from stream_detector.errors import ModelError
+from stream_detector.model.export import METADATA_FILE, MODEL_FILE, sha256_of
 
-METADATA_FILE = "metadata.json"
-MODEL_FILE = "model.pt"
 SIGNATURE_KEY = "signature"
 SIGNATURE_PREFIX = "sha256:"
 CALIBRATION_KEYS = ("a", "beta", "floor", "fps")  # in the order of the module's `calibration` buffer
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def canonical_digest(meta: Mapping[str, Any]) -> str:
@@ -190,12 +181,14 @@ def _bool(v: Any, _: Mapping[str, Any]) -> str | None:
     return None if isinstance(v, bool) else f"must be true or false, got {_show(v)}"
 
 
+PRETEXTS = ("predict", "reconstruct")  # what the loader knows how to call
+
 # Checked in this order, so a range that depends on another key (cell_stride <= cell) sees it valid.
 # Extend REQUIRED for keys every model must carry, OPTIONAL for keys checked only when present.
 # Keys in neither are allowed and ignored here (training details, or settings newer code adds).
 SCHEMA: dict[str, Check] = {
     "working_size": _pair(32, 4096), "window": _int_in(3, 32), "cell": _cell,
-    "cell_stride": _cell_stride, "grid": _pair(1, 4096), "pretext": _choice("predict", "reconstruct"),
+    "cell_stride": _cell_stride, "grid": _pair(1, 4096), "pretext": _choice(*PRETEXTS),
     "smoothing": _number_in(0, 1, low_open=True), "fps": _number_in(0, 1000, low_open=True),
     "calibration": _calibration, "files": _files, SIGNATURE_KEY: _signature,
     "top_k": _top_k, "color": _bool,
@@ -243,7 +236,7 @@ def check_module(module: Any, meta: Mapping[str, Any], path: Path | str) -> None
     grid = tuple(meta["grid"])
     for name in ("center", "scale"):
         buf = getattr(module, name, None)
-        if not isinstance(buf, torch.Tensor) or tuple(buf.shape) != grid:
+        if not isinstance(buf, torch.Tensor) or tuple(buf.shape[-2:]) != grid:  # one grid per cue
             shape = tuple(buf.shape) if isinstance(buf, torch.Tensor) else None
             raise ModelError(f"{path}: {name}: baseline shape {shape} does not match metadata grid {grid}")
         if not bool(torch.isfinite(buf).all()):
@@ -253,8 +246,8 @@ def check_module(module: Any, meta: Mapping[str, Any], path: Path | str) -> None
     cal = getattr(module, "calibration", None)
     if isinstance(cal, torch.Tensor):
         values = [float(x) for x in cal.flatten()]
-        if len(values) != len(CALIBRATION_KEYS):
-            raise ModelError(f"{path}: calibration: module holds {len(values)} values, expected "
+        if len(values) < len(CALIBRATION_KEYS):
+            raise ModelError(f"{path}: calibration: module holds {len(values)} values, expected at least "
                              f"{len(CALIBRATION_KEYS)} ({', '.join(CALIBRATION_KEYS)})")
         for key, inside in zip(CALIBRATION_KEYS, values):
             outside = float(meta["calibration"][key])

@@ -26,6 +26,9 @@ from stream_detector.model import DEFAULT_MODEL
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     with running_broker(tmp_path_factory.mktemp("broker")) as b:
+        deadline = time.monotonic() + 10  # the start-up probe's connection is logged late: wait
+        while "closed its connection" not in broker_log(b) and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield b
 
 

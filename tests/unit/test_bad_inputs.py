@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import VTEST, build_detector, tiny_config, tiny_metadata
+from conftest import VTEST, build_detector, export_tiny, tiny_config
 from stream_detector import cli
 from stream_detector.model.manifest import sign
 
@@ -363,12 +363,10 @@ def write_clip(path: Path, size: tuple[int, int], frames: int = 8) -> Path:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory, vtest: Path) -> dict[str, Path]:
     """Made once: a 4:3 clip the demo model fits, a tiny model to copy, a throwaway key pair."""
-    from stream_detector.model.export import export
-
     root = tmp_path_factory.mktemp("bad-inputs")
     config = tiny_config(top_k=16)
     det, slicer = build_detector(config)
-    model = export(det, tiny_metadata(config, slicer), root / "model")
+    model = export_tiny(det, config, slicer, root / "model")
     pki = root / "pki"
     pki.mkdir()
     for name in ("ca", "other"):
