@@ -23,7 +23,7 @@ from stream_detector.errors import UserError
 from stream_detector.model import DEFAULT_MODEL  # not model.runtime: config errors need no torch
 
 if TYPE_CHECKING:
-    from stream_detector.config import CameraConfig, DaemonConfig
+    from stream_detector.config import DaemonConfig
     from stream_detector.model.runtime import LoadedModel
     from stream_detector.scoring import ScoreBatch
 
@@ -318,7 +318,7 @@ def _check_config(args: argparse.Namespace) -> int:
     failed = []
     for name, cam in cfg.cameras.items() if args.probe else ():
         try:
-            width, height = _probe(name, cam, args.timeout)
+            width, height = _probe(cfg, name, args.timeout)
             models[name].check_source(width, height, f"{width}x{height} frames")
         except SourceError as exc:
             print(f"camera {name}: FAILED: {exc}")
@@ -334,8 +334,8 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _probe(name: str, cam: CameraConfig, timeout: float) -> tuple[int, int]:
-    """Open the camera's source once and read one frame within `timeout` seconds: (width, height).
+def _probe(cfg: DaemonConfig, name: str, timeout: float) -> tuple[int, int]:
+    """Open a camera's source once and read one frame within `timeout` seconds: (width, height).
 
     The read runs on its own thread so a hung camera costs `timeout`, not forever; the thread is not
     a daemon (see camera._Reader), so exit waits for the source's own timeouts to free it.
@@ -348,6 +348,7 @@ def _probe(name: str, cam: CameraConfig, timeout: float) -> tuple[int, int]:
     from stream_detector.errors import SourceError
     from stream_detector.pipeline import open_source_for
 
+    cam = cfg.cameras[name]
     result: list[np.ndarray | SourceError | None] = []
 
     def attempt() -> None:
