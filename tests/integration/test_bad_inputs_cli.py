@@ -176,3 +176,32 @@ def test_storage_on_a_read_only_filesystem(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip() == (f"stream-detector: error: {cfg}: storage.path: {store} is not "
                                    f"writable (read-only or permission denied)")
+
+
+def test_probe_reads_a_frame_from_a_real_rtsp_camera_and_blames_a_dead_one(
+        tmp_path: Path, vtest: Path) -> None:
+    """check-config does not contact network cameras; --probe does, once each, with a timeout."""
+    from rtsp_helpers import RtspServer, require_gi_python
+
+    require_gi_python()
+    server = RtspServer(vtest, tmp_path / "rtsp_server.log")
+    dead = f"rtsp://127.0.0.1:{free_port()}/gone"
+    cfg = write_config(tmp_path / "c.toml", {
+        "cameras": {"street": {"source": server.url}, "gone": {"source": dead}},
+        "storage": {"path": str(tmp_path / "store")}, "metrics": {"port": 0}})
+    try:
+        server.start()
+        plain = subprocess.run([sys.executable, "-m", "stream_detector", "check-config", str(cfg)],
+                               capture_output=True, text=True, cwd=ROOT, timeout=120)
+        probed = subprocess.run([sys.executable, "-m", "stream_detector", "check-config", "--probe",
+                                 "--timeout", "20", str(cfg)],
+                                capture_output=True, text=True, cwd=ROOT, timeout=120)
+    finally:
+        server.kill()
+    assert plain.returncode == 0, plain.stderr  # the dead camera is not contacted without --probe
+    assert probed.returncode == 2, probed.stderr
+    assert "camera street: ok, 384x288 frames" in probed.stdout  # the server streams at half size
+    assert "camera gone: FAILED" in probed.stdout
+    assert probed.stderr.strip().startswith(f"stream-detector: error: {cfg}: cameras.gone.source: "
+                                            f"probe failed: {dead}: cannot open")
+    assert len(probed.stderr.strip().splitlines()) == 1
