@@ -229,7 +229,9 @@ class OpenCVSource:
             self._restart()
             ok = self._cap is not None and _grab(self._cap)
         if not ok:
-            self._finished = self.kind == "file"
+            # A pass that delivered frames has ended; a pass with none, or a looped file that can
+            # no longer be reopened, is a fault the capture loop reports and retries.
+            self._finished = self.kind == "file" and not self.loop and self._pass_frames > 0
             return False
         self._pass_frames += 1
         self._pos = self._position()
@@ -328,4 +330,7 @@ class ResizedSource(FrameFilter):
         frame = self.inner.retrieve()
         if frame is None or (frame.shape[1], frame.shape[0]) == self.size:
             return frame
-        return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        try:
+            return cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        except (cv2.error, MemoryError):  # a frame that cannot be resized counts as undecodable
+            return None

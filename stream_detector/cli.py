@@ -1,16 +1,20 @@
-"""Command line: fit, score, eval, bench, run, check-config, events. Exit codes: 0 ok, 2 bad input (one line on stderr), 130 interrupted."""
+"""Command line: fit, score, eval, bench, run, check-config, events, sign.
+
+Exit codes: 0 ok, 2 bad input (one line on stderr, arguments included), 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
 import csv
 import json
+import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -25,6 +29,14 @@ if TYPE_CHECKING:
     from stream_detector.scoring import ScoreBatch
 
 
+class _ArgumentError(UserError):
+    """A bad command-line argument: one line like every other bad input, not argparse's usage."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix("stream-detector").strip()
+        raise _ArgumentError(f"{command + ': ' if command else ''}{message} (see --help)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -34,8 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     parser = _parser()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         return int(args.handler(args) or 0)
     except UserError as exc:
         print(f"stream-detector: error: {exc}", file=sys.stderr)
@@ -46,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="stream-detector", description=__doc__)
+    p = _Parser(prog="stream-detector", description=__doc__,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"stream-detector {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -55,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, type=Path, help="model directory to write")
     f.add_argument("--config", type=Path, help="TOML file with a [detector] table")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    f.add_argument("--epochs", type=int, help="training epochs (default from config)")
+    f.add_argument("--epochs", type=_count(0), help="training epochs (default from config)")
     f.set_defaults(handler=_fit)
 
     s = sub.add_parser("score", help="score every frame of a video (causal) into a CSV")
@@ -70,16 +83,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     e.add_argument("--data", required=True, type=Path, help="folder with test/*.mp4 and labels.json")
     e.add_argument("--report", required=True, type=Path, help="folder for summary.json and plots")
-    e.add_argument("--false-alarms-per-hour", type=float, default=1.0)
+    e.add_argument("--false-alarms-per-hour", type=_positive, default=1.0)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.set_defaults(handler=_eval)
 
     b = sub.add_parser("bench", help="frames/s of decode, model and full pipeline on one video")
     b.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     b.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
-    b.add_argument("--frames", type=int, default=400)
-    b.add_argument("--batch", type=int, default=8, help="windows per model call (8 fits CPU caches best)")
-    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch default)")
+    b.add_argument("--frames", type=_count(1), default=400)
+    b.add_argument("--batch", type=_count(1), default=8, help="windows per model call (8 fits CPU caches best)")
+    b.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0 = torch default)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.set_defaults(handler=_bench)
 
@@ -89,15 +102,45 @@ def _parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("check-config", help="validate a config file and its models without starting")
     c.add_argument("config", type=Path)
+    c.add_argument("--probe", action="store_true",
+                   help="also open each camera once and read a frame (network cameras included)")
+    c.add_argument("--timeout", type=_positive, default=20.0,
+                   help="seconds each probe may take to deliver a frame")
     c.set_defaults(handler=_check_config)
 
     v = sub.add_parser("events", help="list stored events")
     v.add_argument("--config", type=Path, help="config whose storage to read (default: embedded default)")
     v.add_argument("--camera")
     v.add_argument("--since", help="epoch seconds, ISO time (2026-11-25T10:00) or an age: 30m, 2h, 1d")
-    v.add_argument("--limit", type=int, default=1000)
+    v.add_argument("--limit", type=_count(1), default=1000)
     v.set_defaults(handler=_events)
+
+    g = sub.add_parser("sign", help="re-seal a model directory after a deliberate edit (model card)")
+    g.add_argument("model", type=Path)
+    g.set_defaults(handler=_sign)
     return p
+
+
+def _count(lowest: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= `lowest` (argparse names the option in its one line)."""
+    def parse(text: str) -> int:
+        value = int(text)  # ValueError: argparse says "invalid ... value"
+        if not lowest <= value <= 10**9:
+            raise argparse.ArgumentTypeError(f"{value} is not in {lowest}..{10**9}")
+        return value
+    parse.__name__ = "integer"
+    return parse
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = float(text)  # ValueError: argparse says "invalid number value"
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
+    return value
+
+
+_positive.__name__ = "number"
 
 
 def _fit(args: argparse.Namespace) -> int:
@@ -258,10 +301,18 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(path: Path | None) -> DaemonConfig:
+def _load_config(path: Path | None, running: DaemonConfig | None = None,
+                 environment: bool = True) -> DaemonConfig:
+    """The one validation of run, SIGHUP reload and check-config: the file's values, then what they
+    need from this machine (storage, ports, hosts, TLS and video files). `running`: on a reload."""
     from stream_detector.config import default_daemon_config, load_daemon_config
 
-    return load_daemon_config(path) if path else default_daemon_config()
+    cfg = load_daemon_config(path) if path else default_daemon_config()
+    if environment:
+        from stream_detector.validate import check_environment
+
+        check_environment(cfg, running)
+    return cfg
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -293,7 +344,7 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             notify("RELOADING=1")
             try:
-                daemon.reload(_load_config(args.config))
+                daemon.reload(_load_config(args.config, running=daemon.cfg))
             except UserError as exc:
                 log.error("reload failed, keeping the running config: %s", exc)
             notify("READY=1")
@@ -304,16 +355,76 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    """Everything `run` checks before it starts, nothing started; --probe also reads each camera."""
     cfg = _load_config(args.config)  # before importing the pipeline (torch), as in _run
 
+    from stream_detector.errors import ConfigError, SourceError
     from stream_detector.pipeline import check_camera, check_device, load_camera_model
+    from stream_detector.validate import check_camera_model
 
     check_device(cfg.device, cfg.path)
+    models = {}
     for name, cam in cfg.cameras.items():
         check_camera(name, cam, cfg.path)
-        load_camera_model(name, cam, cfg.device, cfg.path).threshold(cam.false_alarms_per_hour)
-    print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)})")
+        models[name] = load_camera_model(name, cam, cfg.device, cfg.path)
+        check_camera_model(name, cam, models[name], cfg.path)
+    failed = []
+    for name, cam in cfg.cameras.items() if args.probe else ():
+        try:
+            width, height = _probe(cfg, name, args.timeout)
+            models[name].check_source(width, height, f"{width}x{height} frames")
+        except SourceError as exc:
+            print(f"camera {name}: FAILED: {exc}")
+            failed.append((name, exc))
+        else:
+            print(f"camera {name}: ok, {width}x{height} frames")
+    if failed:
+        name, exc = failed[0]
+        more = f" ({len(failed) - 1} more camera(s) failed, see above)" if len(failed) > 1 else ""
+        raise ConfigError(f"{cfg.path}: cameras.{name}.source: probe failed: {exc}{more}")
+    print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)}"
+          f"{', each delivered a frame' if args.probe else ''})")
     return 0
+
+
+def _probe(cfg: DaemonConfig, name: str, timeout: float) -> tuple[int, int]:
+    """Open a camera's source once and read one frame within `timeout` seconds: (width, height).
+
+    The read runs on its own thread so a hung camera costs `timeout`, not forever; the thread is not
+    a daemon (see camera._Reader), so exit waits for the source's own timeouts to free it.
+    """
+    import threading
+
+    import numpy as np
+
+    from stream_detector.capture import redact
+    from stream_detector.errors import SourceError
+    from stream_detector.pipeline import open_source_for
+
+    cam = cfg.cameras[name]
+    result: list[np.ndarray | SourceError | None] = []
+
+    def attempt() -> None:
+        source = open_source_for(cam)
+        try:
+            source.open()
+            result.append(source.read())
+        except SourceError as exc:
+            result.append(exc)
+        finally:
+            source.close()
+
+    thread = threading.Thread(target=attempt, name=f"probe-{name}")
+    thread.start()
+    thread.join(timeout)
+    what = redact(cam.source)
+    if not result:
+        raise SourceError(f"{what}: no frame within {timeout:g}s")
+    if isinstance(result[0], SourceError):
+        raise result[0]
+    if result[0] is None:
+        raise SourceError(f"{what}: opened, but no frame could be read or decoded")
+    return int(result[0].shape[1]), int(result[0].shape[0])
 
 
 def _parse_since(text: str) -> float:
@@ -327,18 +438,29 @@ def _parse_since(text: str) -> float:
             return float(text)
         stamp = dt.datetime.fromisoformat(text)
         return (stamp if stamp.tzinfo else stamp.astimezone()).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):
         raise UserError(f"--since {text!r}: expected epoch seconds, an ISO time or an age like 2h") from None
 
 
 def _events(args: argparse.Namespace) -> int:
     import datetime as dt
 
-    from stream_detector.store import EventStore
+    from stream_detector.config import CAMERA_NAME_CHARS
+    from stream_detector.errors import ConfigError
+    from stream_detector.store import FILE_NAME, EventStore
 
-    cfg = _load_config(args.config)
+    cfg = _load_config(args.config, environment=False)  # the daemon may hold the port: not checked
     since = _parse_since(args.since) if args.since else None
-    store = EventStore.from_config(cfg.storage)
+    if args.camera is not None and not (args.camera and set(args.camera) <= CAMERA_NAME_CHARS):
+        raise UserError(f"--camera {args.camera!r}: camera names use letters, digits, '_' and '-' only")
+    path = Path(cfg.storage.path) / FILE_NAME
+    if not path.is_file():  # never create an empty store by asking what is in it
+        raise ConfigError(f"{cfg.path}: storage.path: no event store at {path} "
+                          f"(has the daemon run with this config?)")
+    try:
+        store = EventStore.from_config(cfg.storage)
+    except UserError as exc:  # not SQLite, or unreadable: say which key led there
+        raise ConfigError(f"{cfg.path}: storage.path: {exc}") from None
     try:
         rows = store.query(args.camera, since, args.limit)
     finally:
@@ -350,4 +472,15 @@ def _events(args: argparse.Namespace) -> int:
                           "id": e.event_id, "peak_score": after.get("peak_score"),
                           "box": after.get("box"), "snapshot": after.get("snapshot"),
                           "published": e.published}))
+    return 0
+
+
+def _sign(args: argparse.Namespace) -> int:
+    """Re-seal a model directory whose files were changed on purpose; the schema still applies."""
+    from stream_detector.model.manifest import sign
+    from stream_detector.model.runtime import load
+
+    sign(args.model)
+    load(args.model, "cpu")  # a sealed directory that would not load is no use: say so now
+    print(f"signed {args.model}")
     return 0

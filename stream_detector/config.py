@@ -6,6 +6,7 @@ Every error names the file and the dotted key, in one line.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -103,7 +104,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (allowed: {', '.join(sorted(fields))})")
+        raise ConfigError(f"{where}.{shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(fields))})")
     missing = [n for n, f in fields.items() if n not in data and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -130,33 +131,74 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         return from_mapping(hint, value, where)  # type: ignore[arg-type]
     if origin in (tuple, list):
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
+            raise ConfigError(f"{where}: expected a list, got {shown(value)}")
         args = typing.get_args(hint)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: (x, y)
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
         items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: expected a number, got {shown(value)}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {shown(value)}")
+        if abs(value) > 1e15:  # also keeps float() from overflowing on huge integers
+            raise ConfigError(f"{where}: {shown(value)} is out of range")
         return float(value)
     if hint in (int, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {shown(value)}")
+        if hint is str and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(f"{where}: must not contain control characters (newline, tab, NUL)")
         return value
     return value
 
 
+def shown(value: Any) -> str:
+    """A value for a one-line message: repr'd (quotes, escaped newlines) and shortened."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer with thousands of digits
+        return f"a very large {type(value).__name__}"
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def shown_key(key: str) -> str:
+    """A key as written, unless it holds characters that would break the line."""
+    return key if key.isprintable() else shown(key)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few KB; anything near this is the wrong file
+
+
 def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; any I/O or syntax problem becomes a one-line ConfigError."""
+    """Parse a TOML file; any I/O, encoding or syntax problem becomes a one-line ConfigError."""
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB: not a config file")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise ConfigError(f"{path}: starts with a byte-order mark (BOM); save it as UTF-8 without BOM")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}): a binary file?") from None
+    if "\x00" in text:
+        raise ConfigError(f"{path}: contains NUL bytes: a binary file?")
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        raise ConfigError(f"{path}: invalid TOML ({str(exc).splitlines()[0]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML (nested too deeply)") from None
 
 
 def load_detector_config(path: Path | None, overrides: dict[str, Any] | None = None) -> DetectorConfig:
@@ -200,7 +242,13 @@ class MqttConfig:
         _check(5 <= self.keepalive <= 3600, "keepalive", "must be in 5..3600")
         _check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file",
                "set tls_cert_file and tls_key_file together")
-        _check(self.score_interval >= 0, "score_interval", "must be >= 0")
+        _check(bool(self.tls_ca_file) or not self.tls_cert_file, "tls_cert_file",
+               "needs tls_ca_file (TLS is enabled by tls_ca_file)")
+        _check(bool(self.tls_ca_file) or not self.tls_insecure, "tls_insecure",
+               "needs tls_ca_file (TLS is enabled by tls_ca_file)")
+        _check(bool(self.username) or not self.password, "password", "needs a username")
+        _check(len(self.client_id) <= 128, "client_id", "must be at most 128 characters")
+        _check(0 <= self.score_interval <= 3600, "score_interval", "must be in 0..3600")
 
 
 @dataclass(frozen=True)
@@ -210,8 +258,9 @@ class MetricsConfig:
     ready_after: float = 10.0  # /readyz fails if a camera has not scored a frame for this long
 
     def __post_init__(self) -> None:
+        _check(bool(self.host), "host", "must not be empty")
         _check(0 <= self.port < 65536, "port", "must be in 0..65535")
-        _check(self.ready_after > 0, "ready_after", "must be > 0")
+        _check(0 < self.ready_after <= 86400, "ready_after", "must be in (0, 86400]")
 
 
 @dataclass(frozen=True)
@@ -222,7 +271,7 @@ class StorageConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.path), "path", "must not be empty")
-        _check(self.keep_days > 0, "keep_days", "must be > 0")
+        _check(0 < self.keep_days <= 36500, "keep_days", "must be in (0, 36500]")
 
 
 @dataclass(frozen=True)
@@ -232,6 +281,10 @@ class LoggingConfig:
     def __post_init__(self) -> None:
         _check(self.level in ("debug", "info", "warning", "error"), "level",
                "must be debug, info, warning or error")
+
+
+MAX_SIDE = 4096  # pixels: the model works at ~200 px; a larger resize target is a typo that
+# would fill the frame queue with gigabytes
 
 
 @dataclass(frozen=True)
@@ -256,16 +309,17 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "source", "must not be empty")
-        _check(self.fps_limit >= 0, "fps_limit", "must be >= 0")
+        _check(0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
         _check((self.width == 0) == (self.height == 0), "width", "set width and height together")
-        _check(self.width == 0 or (self.width >= 32 and self.height >= 32), "width",
-               "width and height must be >= 32")
-        _check(self.false_alarms_per_hour > 0, "false_alarms_per_hour", "must be > 0")
-        _check(self.min_duration >= 0, "min_duration", "must be >= 0")
-        _check(self.cooldown >= 0, "cooldown", "must be >= 0")
+        _check(self.width == 0 or 32 <= self.width <= MAX_SIDE, "width", f"must be 0 or in 32..{MAX_SIDE}")
+        _check(self.height == 0 or 32 <= self.height <= MAX_SIDE, "height",
+               f"must be 0 or in 32..{MAX_SIDE}")
+        _check(0 < self.false_alarms_per_hour <= 3600, "false_alarms_per_hour", "must be in (0, 3600]")
+        _check(0 <= self.min_duration <= 3600, "min_duration", "must be in 0..3600")
+        _check(0 <= self.cooldown <= 3600, "cooldown", "must be in 0..3600")
         _check(0 < self.low_threshold_ratio <= 1, "low_threshold_ratio", "must be in (0, 1]")
-        _check(self.update_interval > 0, "update_interval", "must be > 0")
-        _check(self.stale_after > 0, "stale_after", "must be > 0")
+        _check(0 < self.update_interval <= 86400, "update_interval", "must be in (0, 86400]")
+        _check(0.1 <= self.stale_after <= 3600, "stale_after", "must be in 0.1..3600")
         _check(1 <= self.queue_size <= 1024, "queue_size", "must be in 1..1024")
         for i, poly in enumerate(self.ignore):
             _check(len(poly) >= 3, f"ignore[{i}]", "a polygon needs at least 3 points")
@@ -294,17 +348,18 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     allowed = {"mqtt", "metrics", "storage", "logging", "device", "cameras"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
-        raise ConfigError(f"{where}: {unknown[0]}: unknown key (allowed: {', '.join(sorted(allowed))})")
+        raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
     cams = doc.get("cameras")
     if not isinstance(cams, dict) or not cams:
         raise ConfigError(f"{where}: cameras: configure at least one camera ([cameras.NAME] source = ...)")
     cameras = {}
     for name, table in cams.items():
-        if not set(name) <= CAMERA_NAME_CHARS:
-            raise ConfigError(f"{where}: cameras.{name}: camera names use letters, digits, '_' and '-' only")
+        if not name or not set(name) <= CAMERA_NAME_CHARS:
+            raise ConfigError(f"{where}: cameras.{shown_key(name)}: camera names use letters, digits, "
+                              f"'_' and '-' only")
         cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}")
     device = doc.get("device", "auto")
-    if device not in ("auto", "cpu", "cuda"):
+    if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
     enabled = {k: v for k, v in cameras.items() if v.enabled}
     if not enabled:

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from stream_detector.buffer import DropPolicy, FrameQueue
 from stream_detector.camera import CaptureLoop
 from stream_detector.config import CameraConfig, DaemonConfig
-from stream_detector.errors import SourceError
+from stream_detector.errors import ConfigError, SourceError
 from stream_detector.events import EventPolicy, EventTracker
 from stream_detector.messages import Event, Frame
 from stream_detector.metrics import HealthServer, Metrics
@@ -37,6 +37,7 @@ from stream_detector.sinks import Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink
 from stream_detector.sinks.stdout import StdoutSink
 from stream_detector.store import EventStore, event_payload
+from stream_detector.validate import check_camera_model
 
 log = logging.getLogger("stream_detector.daemon")
 IDLE_WAIT = 0.005  # seconds the worker sleeps when no camera has a frame waiting
@@ -49,7 +50,7 @@ class Daemon:
         check_device(cfg.device, cfg.path)
         for name, cam in cfg.cameras.items():  # fail fast on bad cameras and models, before any I/O
             check_camera(name, cam, cfg.path)
-            self._model_for(name, cam, cfg.path)
+            check_camera_model(name, cam, self._model_for(name, cam, cfg.path), cfg.path)
         self.registry = registry or CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.stdout_sink = StdoutSink(stdout)
@@ -71,10 +72,14 @@ class Daemon:
 
     def start(self) -> None:
         self.store.prune(time.time() - self.cfg.storage.keep_days * 86400)
+        try:  # before the broker: a port taken since the config was checked stops us unconnected
+            self.health.start()
+        except OSError as exc:
+            raise ConfigError(f"{self.cfg.path}: metrics.port: cannot listen on "
+                              f"{self.cfg.metrics.host}:{self.cfg.metrics.port} ({exc.strerror})") from None
         if self.mqtt:
             self.mqtt.start()
         self.publisher.start()
-        self.health.start()
         for name, cam in self.cfg.cameras.items():
             self._start_camera(name, cam)
         self._worker.start()
@@ -102,6 +107,7 @@ class Daemon:
             key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
             if key not in models:
                 models[key] = load_camera_model(name, cam, self.cfg.device, new.path)
+            check_camera_model(name, cam, models[key], new.path)
         if (new.mqtt, new.metrics, new.storage, new.device) != (
                 self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device):
             log.warning("reload: mqtt, metrics, storage and device changes apply after a restart")

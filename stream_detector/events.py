@@ -82,7 +82,7 @@ class EventTracker:
             return [self._finish(s.wall_time, s.stream_time, s.score)]
         if s.stream_time - self._last_update >= p.update_interval:
             self._last_update = s.stream_time
-            return [replace(self._active, type="update")]
+            return [replace(self._active, type="update", update_wall=s.wall_time)]
         return []
 
     def close(self, wall_time: float, stream_time: float) -> list[Event]:

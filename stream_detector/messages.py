@@ -66,3 +66,4 @@ class Event:
     peak_index: int
     box: Box | None
     score: float  # latest score when the event was emitted
+    update_wall: float | None = None  # an "update": the wall time of the frame that sent it

@@ -40,7 +40,7 @@ CREATE INDEX IF NOT EXISTS events_camera_time ON events (camera, wall_time);
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """One row of the store; `wall_time` is the end time for "end" events, else the start time."""
+    """One row of the store; `wall_time` is the event's start, update or end time, by type."""
 
     seq: int
     event_id: str
@@ -107,7 +107,8 @@ class EventStore:
 
     def append(self, event: Event, payload: dict[str, Any]) -> int:
         """Commit one event and return its sequence number; on a disk fault keep it in memory."""
-        wall = event.end_wall if event.end_wall is not None else event.start_wall
+        wall = event.end_wall if event.end_wall is not None else (event.update_wall
+                                                                  or event.start_wall)
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1

@@ -31,6 +31,10 @@ def ped2() -> Path:
     return PED2
 
 
+# Baked into every tiny detector and written into its metadata: the loader checks that they agree.
+TINY_CALIBRATION = {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0}
+
+
 def tiny_config(**kw: object) -> DetectorConfig:
     base = dict(width=64, height=48, window=4, cell=16, cell_stride=8, channels=8, temporal_channels=4,
                 epochs=1, batch_size=8)
@@ -54,7 +58,7 @@ def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, obj
         "working_size": [cfg.width, cfg.height], "window": cfg.window, "cell": cfg.cell,
         "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext, "color": cfg.color, "motion": cfg.motion,
         "smoothing": cfg.smoothing, "top_k": cfg.top_k, "fps": 10.0,
-        "calibration": {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0},
+        "calibration": dict(TINY_CALIBRATION),
     }
 
 
@@ -63,7 +67,14 @@ def tiny_model_dir(tmp_path: Path) -> Path:
     """An untrained but complete model directory (fast): for loading and checking tests."""
     cfg = tiny_config()
     det, slicer = build_detector(cfg)
-    return export(det, tiny_metadata(cfg, slicer), tmp_path / "model")
+    return export_tiny(det, cfg, slicer, tmp_path / "model")
+
+
+def export_tiny(det: SpacetimeDetector, cfg: DetectorConfig, slicer: SpacetimeSlicer, out: Path) -> Path:
+    """Export with the tiny metadata, its calibration baked into the module as `fit` does (the
+    loader refuses a module and a metadata.json that disagree)."""
+    det.calibration.copy_(torch.tensor([TINY_CALIBRATION[k] for k in ("a", "beta", "floor", "fps")]))
+    return export(det, tiny_metadata(cfg, slicer), out)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

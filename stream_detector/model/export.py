@@ -1,7 +1,8 @@
 """Writes a model directory: the TorchScript detector (network + baseline + calibration) and metadata.json.
 
-The metadata records what the model expects (working size, window, grid) and a checksum of the
-TorchScript file, so a loader can refuse a directory that does not fit before running anything.
+The metadata records what the model expects (working size, window, grid); manifest.sign then lists
+every file's checksum and seals the metadata, so a loader can refuse a directory that does not fit,
+or was edited, before running anything.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def export(detector: SpacetimeDetector, metadata: dict[str, Any], out_dir: Path)
     meta = dict(metadata)
     meta["format"] = FORMAT
     meta["format_version"] = FORMAT_VERSION
-    meta["files"] = {MODEL_FILE: {"sha256": sha256_of(model_path), "bytes": model_path.stat().st_size}}
     tmp_meta = out_dir / (METADATA_FILE + ".tmp")
     tmp_meta.write_text(json.dumps(meta, indent=2) + "\n")
     os.replace(tmp_meta, out_dir / METADATA_FILE)
+    from stream_detector.model.manifest import sign  # not at the top: manifest imports this module
+
+    sign(out_dir)  # the manifest covers model.pt, every other file and every metadata field
     return out_dir
 
 

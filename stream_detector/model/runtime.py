@@ -1,4 +1,4 @@
-"""Loading a model directory for scoring: checks metadata, checksum and shapes, then picks a device.
+"""Loading a model directory for scoring: checks metadata, manifest and shapes, then picks a device.
 
 Only TorchScript and JSON are read; nothing is unpickled.
 """
@@ -16,11 +16,9 @@ import torch
 
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
-from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, probe_input, sha256_of
+from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, probe_input
+from stream_detector.model.manifest import check_module, validate_metadata, verify
 from stream_detector.slicer import SpacetimeSlicer
-
-REQUIRED = ("working_size", "window", "cell", "cell_stride", "grid", "pretext", "smoothing", "fps",
-            "calibration", "files")
 
 
 @dataclass(frozen=True)
@@ -84,17 +82,15 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
         meta = json.loads(meta_path.read_text())
     except FileNotFoundError:
         raise ModelError(f"{model_dir}: no {METADATA_FILE} (not a model directory?)") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{meta_path}: unreadable metadata ({exc})") from None
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: bad JSON or UTF-8
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{meta_path}: unreadable metadata ({reason})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ModelError(f"{meta_path}: not a stream-detector model (format field missing)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{meta_path}: format_version {meta.get('format_version')!r} is not supported "
                          f"(this build reads {FORMAT_VERSION})")
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise ModelError(f"{meta_path}: metadata lacks {', '.join(missing)}")
-    return meta
+    return validate_metadata(meta, meta_path)
 
 
 def load(model_dir: Path, device: str = "auto") -> LoadedModel:
@@ -104,17 +100,17 @@ def load(model_dir: Path, device: str = "auto") -> LoadedModel:
     model_path = model_dir / MODEL_FILE
     if not model_path.is_file():
         raise ModelError(f"{model_dir}: {MODEL_FILE} is missing")
-    expected = meta["files"].get(MODEL_FILE, {}).get("sha256")
-    if sha256_of(model_path) != expected:
-        raise ModelError(f"{model_path}: checksum does not match metadata (truncated or replaced file)")
+    verify(model_dir, meta)
     dev = pick_device(device)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(model_path), map_location=dev)
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"{model_path}: not a loadable TorchScript file ({str(exc).splitlines()[0]})") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0].split(". ")[0]
+        raise ModelError(f"{model_path}: not a loadable TorchScript file ({reason})") from None
     module.eval()
+    check_module(module, meta, model_path)
     width, height = meta["working_size"]
     slicer = SpacetimeSlicer(width, height, meta["window"], meta["cell"], meta["cell_stride"])
     _check_shapes(module, meta, slicer, model_path, dev)

@@ -411,7 +411,7 @@ BAD_CONFIGS = [
     pytest.param('[cameras.door]\nsource = "CLIP"\nmodel = "TMP/no-model"\n',
                  r"cameras\.door\.model: TMP/no-model: model directory not found",
                  id="missing model directory"),
-    pytest.param('[cameras.door]\nsource = "TMP/missing.avi"\n', r"cameras\.door\.source: no such file",
+    pytest.param('[cameras.door]\nsource = "TMP/missing.avi"\n', r"cameras\.door\.source: TMP/missing\.avi: no such file",
                  id="missing file source"),
     pytest.param('[cameras.door\nsource = "CLIP"\n', r"invalid TOML .*line 1", id="TOML syntax error"),
     pytest.param('device = "cuda"\n[cameras.door]\nsource = "CLIP"\n', r"device: .*no CUDA device",

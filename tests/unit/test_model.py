@@ -12,6 +12,7 @@ from conftest import build_detector, tiny_config
 from stream_detector.errors import ModelError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE
+from stream_detector.model.manifest import sign
 from stream_detector.scoring import WindowScorer, ema, frame_scores, score_frames
 from stream_detector.train import cell_baseline, fit_tail, onset_rate
 
@@ -91,9 +92,13 @@ def test_load_checks_metadata_and_checksum(tiny_model_dir: Path) -> None:
     meta = json.loads(meta_path.read_text())
 
     meta_path.write_text(json.dumps({**meta, "grid": [9, 9]}))
-    with pytest.raises(ModelError, match="does not match metadata grid"):
+    with pytest.raises(ModelError, match="signature: does not match the metadata"):
+        runtime.load(tiny_model_dir, "cpu")  # any edit breaks the seal
+    sign(tiny_model_dir)  # re-signed: the module's baseline still disagrees with the JSON
+    with pytest.raises(ModelError, match=r"center: baseline shape \(5, 7\) does not match"):
         runtime.load(tiny_model_dir, "cpu")
     meta_path.write_text(json.dumps({**meta, "working_size": [96, 48]}))
+    sign(tiny_model_dir)
     with pytest.raises(ModelError, match="does not match"):
         runtime.load(tiny_model_dir, "cpu")
     meta_path.write_text(json.dumps({**meta, "format_version": 99}))

@@ -1,9 +1,8 @@
 import numpy as np
 import torch
 
-from conftest import build_detector, tiny_config, tiny_metadata
+from conftest import build_detector, export_tiny, tiny_config
 from stream_detector.model import runtime
-from stream_detector.model.export import export
 from stream_detector.preprocess import Preprocessor
 from stream_detector.scoring import score_frames
 
@@ -22,7 +21,7 @@ def test_gray_and_colour_shapes_and_range() -> None:
 def test_colour_model_exports_loads_and_scores(tmp_path) -> None:  # type: ignore[no-untyped-def]
     cfg = tiny_config(color=True)
     det, slicer = build_detector(cfg)
-    model = runtime.load(export(det, tiny_metadata(cfg, slicer), tmp_path / "m"), "cpu")
+    model = runtime.load(export_tiny(det, cfg, slicer, tmp_path / "m"), "cpu")
     prep = Preprocessor.for_model(model.metadata)
     assert prep.channels == 3
     rng = np.random.default_rng(0)
