@@ -38,7 +38,7 @@ class DetectorConfig:
     pretext: str = "motion"
     flow_weight: float = 1.0  # weight of the motion channels' loss beside the appearance loss
     # Cell score = weighted sum of the cues' baseline z-scores: appearance error, motion error, speed.
-    cue_weights: tuple[float, float, float] = (0.0, 1.0, 1.0)
+    cue_weights: tuple[float, float, float] = (0.0, 0.5, 1.0)
     holdout: float = 0.25  # share of the footage held back from training to set baseline + threshold
     epochs: int = 12
     batch_size: int = 32

@@ -28,7 +28,7 @@ from stream_detector.capture import expand_sources, iter_frames, video_info
 from stream_detector.config import DetectorConfig
 from stream_detector.errors import SourceError
 from stream_detector.model.export import export
-from stream_detector.model.network import CUES, SpacetimeDetector, SpacetimeNet, context_offsets, gather_window
+from stream_detector.model.network import CUES, LEARNED, SpacetimeDetector, SpacetimeNet, context_offsets, gather_window
 from stream_detector.motion import MotionField, with_motion
 from stream_detector.model.runtime import threshold_for
 from stream_detector.preprocess import Preprocessor
@@ -258,10 +258,18 @@ def fit_tail(scores: list[np.ndarray], fps: float) -> dict[str, float]:
             "normal_frames": int(allv.size), "normal_hours": allv.size / fps / 3600.0}
 
 
-def cue_baseline(cues: np.ndarray, cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cue, per-cell (center, scale) from (n, K, rows, cols) cues of normal footage."""
-    pairs = [cell_baseline(cues[:, k], cfg.baseline, cfg.scale_floor, cfg.baseline_blur)
-             for k in range(cues.shape[1])]
+def cue_baseline(held_back: np.ndarray, seen: np.ndarray,
+                 cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-cue, per-cell (center, scale) from (n, K, rows, cols) cues of normal footage.
+
+    The network's errors are judged on held-back footage only (on its training footage they are
+    optimistically low); a measured cue (speed) owes nothing to training, so it uses all footage:
+    more samples per cell, which matters for the rarely visited ones.
+    """
+    pairs = []
+    for k, learned in enumerate(LEARNED):
+        values = held_back[:, k] if learned else np.concatenate([held_back[:, k], seen[:, k]])
+        pairs.append(cell_baseline(values, cfg.baseline, cfg.scale_floor, cfg.baseline_blur))
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
@@ -283,7 +291,11 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
     detector = detector.to(device).eval()
     weights = np.asarray(cfg.cue_weights if cfg.motion else (1.0, 0.0, 0.0), np.float32)
     cues = calibration_cues(detector, slicer, footage.calibration, cfg, device)
-    center, scale = cue_baseline(np.concatenate([c[cfg.window - 1:] for c in cues]), cfg)
+    seen = [] if footage.calibration is footage.train else calibration_cues(
+        detector, slicer, footage.train, cfg, device, "baseline (training blocks)")
+    def warm(parts: list[np.ndarray]) -> np.ndarray:  # frames whose window holds no padding
+        return np.concatenate([c[cfg.window - 1:] for c in parts] or [cues[0][:0]])
+    center, scale = cue_baseline(warm(cues), warm(seen), cfg)
     detector.center.copy_(torch.from_numpy(center))
     detector.scale.copy_(torch.from_numpy(scale))
     detector.weights.copy_(torch.from_numpy(weights))
@@ -300,10 +312,11 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
 
 
 def calibration_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[Clip],
-                     cfg: DetectorConfig, device: torch.device) -> list[np.ndarray]:
-    """Raw per-cell cues (n, K, rows, cols) of each held-back clip, scored as the live path would."""
+                     cfg: DetectorConfig, device: torch.device,
+                     label: str = "calibrating (held-back blocks)") -> list[np.ndarray]:
+    """Raw per-cell cues (n, K, rows, cols) of each clip, scored as the live path would."""
     out = []
-    bar = Progress("calibrating", len(clips))
+    bar = Progress(label, len(clips))
     for i, clip in enumerate(clips):
         # Clip frames already carry their motion channels: score them with motion switched off.
         scorer = WindowScorer(detector, slicer, cfg.smoothing, device)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 CUES = ("appearance_error", "motion_error", "speed")  # per-cell evidence, combined with weights
+LEARNED = (True, True, False)  # the network's errors, vs. speed, measured straight from the flow
 
 
 class DetectorOutput(NamedTuple):

@@ -95,7 +95,7 @@ def test_load_checks_metadata_and_checksum(tiny_model_dir: Path) -> None:
     with pytest.raises(ModelError, match="signature: does not match the metadata"):
         runtime.load(tiny_model_dir, "cpu")  # any edit breaks the seal
     sign(tiny_model_dir)  # re-signed: the module's baseline still disagrees with the JSON
-    with pytest.raises(ModelError, match=r"center: baseline shape \(5, 7\) does not match"):
+    with pytest.raises(ModelError, match=r"center: baseline shape \(3, 5, 7\) does not match"):
         runtime.load(tiny_model_dir, "cpu")
     meta_path.write_text(json.dumps({**meta, "working_size": [96, 48]}))
     sign(tiny_model_dir)
