@@ -16,7 +16,7 @@ import pytest
 
 from stream_detector.config import StorageConfig
 from stream_detector.messages import Box, Event
-from stream_detector.sinks import Publisher
+from stream_detector.sinks import Dispatcher, Publisher
 from stream_detector.sinks.stdout import StdoutSink
 from stream_detector.store import EventStore, event_payload
 
@@ -122,6 +122,7 @@ def test_publisher_delivers_in_order_and_retries_same_event(tmp_path: Path) -> N
 
     class Flaky:
         name = "flaky"
+        takes_snapshots = False
 
         def __init__(self) -> None:
             self.calls: list[int] = []
@@ -137,15 +138,19 @@ def test_publisher_delivers_in_order_and_retries_same_event(tmp_path: Path) -> N
                 self.done.set()
             return True
 
+        def anomaly_state(self, camera: str, on: bool) -> None:
+            self.calls.append(-1 if on else -2)  # after its event, before the next one
+
     store = EventStore(tmp_path / "events.sqlite")
     sink = Flaky()
     seqs = [append(store, n) for n in range(3)]
-    pub = Publisher(store, sink, min_backoff=0.01, max_backoff=0.05)  # type: ignore[arg-type]
+    pub = Publisher(store, Dispatcher([sink], sink), min_backoff=0.01,  # type: ignore[list-item]
+                    max_backoff=0.05)
     pub.start()
     pub.wake()
     assert sink.done.wait(5)
     assert pub.stop(2)
-    assert sink.calls == [1, 2, 2, 2, 3] and seqs == [1, 2, 3]
+    assert sink.calls == [1, -1, 2, 2, 2, -1, 3, -1] and seqs == [1, 2, 3]
     assert store.unpublished() == [] and pub.failures == 2 and pub.delivered == 3
     store.close()
 
