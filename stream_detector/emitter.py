@@ -131,7 +131,7 @@ class Emitter(threading.Thread):
             closed.append(event.camera)
             log.warning("camera %s: event %s was left open by the previous run; ended it",
                         event.camera, event.id)
-        self._maintain()
+        self.maintain()
         return closed
 
     # --- the thread --------------------------------------------------------------------------
@@ -151,7 +151,7 @@ class Emitter(threading.Thread):
                 elif isinstance(item, ScoreOut):
                     self.score(item.camera, item.score)
                 if time.monotonic() >= self._next_maintenance:
-                    self._maintain()
+                    self.maintain()
             except Exception:  # noqa: BLE001 - logged and counted; the next event must still go
                 log.exception("emitter: failed on %r", item)
                 self.metrics.thread_failed("emitter")
@@ -196,7 +196,7 @@ class Emitter(threading.Thread):
         self._snapshot_ok = True
         return str(path)
 
-    def _maintain(self) -> None:
+    def maintain(self) -> None:
         """Retention by age and size (rows and snapshot files), then a WAL checkpoint."""
         self._next_maintenance = time.monotonic() + self.retention.interval
         cutoff = self.clock() - self.retention.keep_days * 86400
@@ -206,8 +206,8 @@ class Emitter(threading.Thread):
             if st.st_mtime < cutoff:
                 p.unlink(missing_ok=True)
         files = [(p, st) for p, st in files if st.st_mtime >= cutoff]
+        self.store.checkpoint()  # first: a WAL that outgrew the database is not data to delete
         budget = self.retention.keep_mb * 1e6
-        vacuum = False
         if budget > 0:
             total = self.store.size_bytes() + sum(st.st_size for _, st in files)
             while files and total > budget:  # pictures are the bulk: the oldest go first
@@ -215,8 +215,7 @@ class Emitter(threading.Thread):
                 p.unlink(missing_ok=True)
                 total -= st.st_size
             if total > budget and self.store.prune_oldest(max(100, self.store.pending)) > 0:
-                vacuum = True
-        self.store.checkpoint(vacuum=vacuum)
+                self.store.checkpoint(vacuum=True)  # deleted rows free disk only after a VACUUM
         if pruned:
             log.info("retention: deleted %d events older than %g days", pruned,
                      self.retention.keep_days)

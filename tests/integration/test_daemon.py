@@ -164,7 +164,8 @@ def test_event_reaches_mqtt_stdout_and_the_store(mqtt_daemon: MqttDaemon, broker
 
     topics = [t for t, _, _ in msgs]
     assert topics[0] == f"{PREFIX}/available" and msgs[0][1] == b"online"
-    assert d.sub.on(f"{PREFIX}/door/anomaly") == [b"ON", b"OFF"] * len(sequences)
+    # OFF at start-up (nothing is open after a start), then ON and OFF around each event.
+    assert d.sub.on(f"{PREFIX}/door/anomaly") == [b"OFF"] + [b"ON", b"OFF"] * len(sequences)
     scores = d.sub.on(f"{PREFIX}/door/score")
     assert scores and all(float(s) >= 0 for s in scores)
     snapshots = d.sub.on(f"{PREFIX}/door/snapshot")
