@@ -89,6 +89,16 @@ class Dispatcher:
             self._done[sink.name] = seq
         return True
 
+    def ahead(self, events: Sequence[PendingEvent]) -> None:
+        """While the primary is failing, the others still get these events (once, in order)."""
+        for sink in self.sinks:
+            if sink is self.primary:
+                continue
+            for e in events:
+                if self._done.get(sink.name, 0) < e.seq:
+                    self._send(sink, e.seq, e.payload, _SnapshotFile(e.payload))
+                    self._done[sink.name] = e.seq
+
     def score(self, camera: str, value: float) -> None:
         for sink in self.sinks:
             _guarded(sink, "score", lambda s=sink: s.score(camera, value))
@@ -215,9 +225,10 @@ class Publisher:
         """Deliver one batch in order; stop at the first failure. Returns (delivered, failed)."""
         sent = 0
         events = self.outbox.unpublished(self._batch)
-        for event in events:
+        for i, event in enumerate(events):
             self._run_syncs(before=event.seq)
             if not self._deliver(event):
+                self.sink.ahead(events[i:])  # stdout beside a broker that is down stays live
                 self._set_failing(True)
                 return sent, True
             self.outbox.mark_published(event.seq)

@@ -193,7 +193,7 @@ def test_broker_outage_events_are_stored_then_delivered_in_order(mqtt_daemon: Mq
                                                                  injected_clip: Path) -> None:
     d = mqtt_daemon
     # A persistent session: the broker keeps what arrives for it while it reconnects.
-    with subscribed(broker.port, f"{PREFIX}/events", client_id="sd-watcher", persistent=True) as watcher:
+    with subscribed(broker.port, f"{PREFIX}/#", client_id="sd-watcher", persistent=True) as watcher:
         broker.stop()
         try:
             d.daemon.wait_metric("stream_detector_mqtt_connected", lambda v: v == 0, 10)
@@ -208,7 +208,18 @@ def test_broker_outage_events_are_stored_then_delivered_in_order(mqtt_daemon: Mq
             assert (d.daemon.value("stream_detector_mqtt_publish_failures_total") or 0) > 0
         finally:
             broker.start()  # the later tests need it, whatever happened here
-        msgs = watcher.wait_for(ended("yard"), timeout=60)
+        msgs = watcher.wait_for(lambda m: ended("yard")(m) and m[-1][:2] == (
+            f"{PREFIX}/yard/anomaly", b"OFF"), timeout=60)
+    # One output path: after the outage each event is followed by its state, never overtaken by it.
+    flow: list[str] = []
+    for topic, raw, _ in msgs:
+        if topic == f"{PREFIX}/events" and json.loads(raw)["after"]["camera"] == "yard":
+            kind = json.loads(raw)["type"]
+            if kind != "update" and kind not in flow:  # at least once: skip redeliveries
+                flow.append(kind)
+        elif topic == f"{PREFIX}/yard/anomaly" and (not flow or flow[-1] != raw.decode()):
+            flow.append(raw.decode())
+    assert flow[-4:] == ["new", "ON", "end", "OFF"], flow
     received = payloads(msgs, f"{PREFIX}/events")
     emitted = d.daemon.events_on_stdout()  # written as each event was stored
     assert received == [e for e in emitted if e in received]  # in the order they were stored
