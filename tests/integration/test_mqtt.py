@@ -113,6 +113,9 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
             sent.append(payload)
             publisher.wake()
         sub.wait_for(lambda m: sum(t == sink.events_topic for t, _, _ in m) >= len(sent))
+        # The publisher follows the "end" with the camera's OFF: the state after its event.
+        sub.wait_for(lambda m: m[-1][:2] == (f"{PREFIX}/door/anomaly", b"OFF"))
+        assert sub.on(f"{PREFIX}/door/anomaly") == [b"ON", b"OFF"] * 3
         sink.anomaly_state("door", True)
         for value in (1.5, 2.5, 3.5):  # rate-limited: one per score_interval
             sink.score("door", value)
