@@ -142,19 +142,23 @@ class Emitter(threading.Thread):
             try:
                 item = self._inbox.get(timeout=self.idle_wait)
             except queue.Empty:
-                item = ...  # type: ignore[assignment]
-            if item is None:
+                self._handle(None)  # idle: retention may be due
+                continue
+            if item is None:  # finish()
                 break
-            try:
-                if isinstance(item, EventOut):
-                    self._event(item)
-                elif isinstance(item, ScoreOut):
-                    self.score(item.camera, item.score)
-                if time.monotonic() >= self._next_maintenance:
-                    self.maintain()
-            except Exception:  # noqa: BLE001 - logged and counted; the next event must still go
-                log.exception("emitter: failed on %r", item)
-                self.metrics.thread_failed("emitter")
+            self._handle(item)
+
+    def _handle(self, item: EventOut | ScoreOut | None) -> None:
+        try:
+            if isinstance(item, EventOut):
+                self._event(item)
+            elif isinstance(item, ScoreOut):
+                self.score(item.camera, item.score)
+            if time.monotonic() >= self._next_maintenance:
+                self.maintain()
+        except Exception:  # noqa: BLE001 - logged and counted; the next event must still go
+            log.exception("emitter: failed on %r", item)
+            self.metrics.thread_failed("emitter")
 
     def _event(self, out: EventOut) -> None:
         ev = out.event
