@@ -181,10 +181,15 @@ class CaptureLoop(threading.Thread):
         self.clock = clock
         self.beat = beat or (lambda: None)  # the supervisor's heartbeat for this thread
         self._poll = min(0.1, stale_after / 4)
+        self.finished = False
         self._up: bool | None = None  # None until the first attempt succeeds or fails
         self._size: tuple[int, int] | None = None
 
     def run(self) -> None:
+        self._loop()
+        self.finished = True  # ended by design (source finished, stop set); a crash leaves False
+
+    def _loop(self) -> None:
         attempt = 0
         while not self.stop.is_set():
             self.beat()

@@ -233,6 +233,7 @@ def _run(args: argparse.Namespace) -> int:
     notify("READY=1")
     stalled: object = []
     while not daemon.stop_event.wait(0.5):
+        daemon.supervise()
         healthy, detail = daemon.liveness()
         if healthy:  # a stalled worker stops the pings: systemd's watchdog restarts the daemon
             notify("WATCHDOG=1")

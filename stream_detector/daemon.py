@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -85,7 +86,8 @@ class Daemon:
         self._cond = threading.Condition()  # shared by every frame queue: the worker sleeps on it
         self.worker = InferenceWorker(self._cond, self.emitter.put, self.metrics, self.stop_event,
                                       beat=self.heartbeats.beater("inference"))
-        self._captures: dict[str, tuple[CaptureLoop, threading.Event, LoadedModel]] = {}
+        self._captures: dict[str, tuple[CaptureLoop, threading.Event, LoadedModel,
+                                        Callable[[], CaptureLoop]]] = {}
         self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
                                    lambda: self.metrics.readiness(cfg.metrics.ready_after),
                                    self.liveness)
@@ -190,15 +192,29 @@ class Daemon:
         self.metrics.model_state(name, True)
         self.worker.add(lane)
         stop = threading.Event()
-        capture = CaptureLoop(name, lambda: open_source_for(cfg), queue, stop, _Observer(self.metrics),
-                              stale_after=cfg.stale_after, fps_limit=cfg.fps_limit,
-                              beat=self.heartbeats.beater(f"capture-{name}"))
-        self._captures[name] = (capture, stop, model)
+
+        def make_capture() -> CaptureLoop:
+            return CaptureLoop(name, lambda: open_source_for(cfg), queue, stop,
+                               _Observer(self.metrics), stale_after=cfg.stale_after,
+                               fps_limit=cfg.fps_limit, beat=self.heartbeats.beater(f"capture-{name}"))
+
+        capture = make_capture()
+        self._captures[name] = (capture, stop, model, make_capture)
         capture.start()
+
+    def supervise(self) -> None:
+        """Restart a capture thread that died of a bug: it ends on its own only by design."""
+        for name, (capture, stop, model, make) in list(self._captures.items()):
+            if not capture.is_alive() and not capture.finished and not stop.is_set():
+                log.error("camera %s: capture thread died; restarting it", name)
+                self.metrics.thread_failed(f"capture-{name}")
+                capture = make()
+                self._captures[name] = (capture, stop, model, make)
+                capture.start()
 
     def _stop_camera(self, name: str, join: bool = True) -> None:
         """No lock is held here: the worker and the other cameras go on while this one stops."""
-        capture, stop, _ = self._captures.pop(name)
+        capture, stop, _, _ = self._captures.pop(name)
         stop.set()
         if join:
             capture.join(timeout=3.0)

@@ -374,3 +374,40 @@ def test_healthz_fails_when_the_emitter_is_wedged(tmp_path: Path, vtest: Path) -
     finally:
         store.release.set()
         daemon.stop()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_capture_thread_that_dies_is_restarted(tmp_path: Path, vtest: Path) -> None:
+    """A bug that escapes the capture loop (here: its observer raises) ends that thread; the
+    supervisor restarts it, counts it, and the camera is scored again."""
+    cfg = parse_daemon_config({
+        "cameras": {"door": {"source": str(vtest), "loop": True}},
+        "metrics": {"port": 0}, "storage": {"path": str(tmp_path / "store")}}, "test.toml")
+    daemon = Daemon(cfg, open(tmp_path / "stdout", "w"), scorer=Always)
+    daemon.start()
+    try:
+        capture = daemon._captures["door"][0]
+        observer = capture.observer
+
+        class Broken:
+            def __getattr__(self, name: str) -> Any:
+                if name == "frame_read":
+                    raise RuntimeError("injected capture fault")
+                return getattr(observer, name)
+
+        capture.observer = Broken()  # type: ignore[assignment]
+        capture.join(10)
+        assert not capture.is_alive() and not capture.finished
+        daemon.supervise()
+        assert daemon._captures["door"][0] is not capture
+        assert daemon.registry.get_sample_value("stream_detector_thread_errors_total",
+                                                {"thread": "capture-door"}) == 1
+        read = daemon.registry.get_sample_value("stream_detector_frames_read_total",
+                                                {"camera": "door"}) or 0
+        deadline = time.monotonic() + 10
+        while (daemon.registry.get_sample_value("stream_detector_frames_read_total",
+                                                {"camera": "door"}) or 0) < read + 5:
+            assert time.monotonic() < deadline, "the restarted capture reads nothing"
+            time.sleep(0.1)
+    finally:
+        daemon.stop()
