@@ -226,6 +226,7 @@ class Publisher:
         sent = 0
         events = self.outbox.unpublished(self._batch)
         for i, event in enumerate(events):
+            self.beat()  # each delivery may wait for an acknowledgement: beat per event
             self._run_syncs(before=event.seq)
             if not self._deliver(event):
                 self.sink.ahead(events[i:])  # stdout beside a broker that is down stays live
