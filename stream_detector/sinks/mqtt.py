@@ -117,11 +117,16 @@ class MqttSink:
             self._check(self._client.publish(f"{self._prefix}/{camera}/score", f"{value:.4f}"))
 
     def cameras_changed(self, cameras: Sequence[str]) -> None:
-        """Cameras added by a reload get their discovery configs now, not at the next reconnect."""
+        """Cameras added by a reload get their discovery configs now, not at the next reconnect;
+        removed ones have theirs cleared (an empty retained config deletes the entity)."""
+        old = set(self.discovery_configs())
         with self._lock:
             self.cameras = tuple(cameras)
         if self.connected and self.config.homeassistant_prefix:
-            for topic, config in self.discovery_configs().items():
+            configs = self.discovery_configs()
+            for topic in sorted(old - set(configs)):
+                self._check(self._client.publish(topic, b"", qos=1, retain=True))
+            for topic, config in configs.items():
                 self._check(self._client.publish(topic, json.dumps(config), qos=1, retain=True))
 
     def snapshot(self, camera: str, jpeg: bytes) -> None:

@@ -227,7 +227,7 @@ def test_a_frozen_stream_reads_0_fps_and_removing_it_does_not_stall_the_others(
         rtsp.kill()
 
 
-def test_sighup_announces_added_cameras_to_home_assistant_with_the_host_in_the_name(
+def test_sighup_announces_added_cameras_to_home_assistant_and_clears_removed_ones(
         tmp_path: Path, broker: Broker, clips: dict[str, Path]) -> None:
     port = free_port()
     doc: dict[str, Any] = {
@@ -240,13 +240,15 @@ def test_sighup_announces_added_cameras_to_home_assistant_with_the_host_in_the_n
         try:
             daemon.wait_metric("stream_detector_mqtt_connected", lambda v: v == 1, 60)
             sub.wait_for(lambda m: any("door_anomaly" in t for t, _, _ in m))
-            doc["cameras"]["yard"] = {"source": str(clips["plain"]), "loop": True}
+            doc["cameras"] = {"yard": {"source": str(clips["plain"]), "loop": True}}
             write_config(config, doc)
-            daemon.signal(signal.SIGHUP)
-            msgs = sub.wait_for(lambda m: any("yard_anomaly" in t for t, _, _ in m), timeout=30)
+            daemon.signal(signal.SIGHUP)  # yard added, door removed
+            door = f"ha/binary_sensor/{PREFIX}/door_anomaly/config"
+            msgs = sub.wait_for(lambda m: any("yard_anomaly" in t for t, _, _ in m)
+                                and (door, b"", False) in m, timeout=30)
         finally:
             daemon.close()
-    configs = {t: json.loads(p) for t, p, _ in msgs}
+    configs = {t: json.loads(p) for t, p, _ in msgs if p}
     yard = configs[f"ha/binary_sensor/{PREFIX}/yard_anomaly/config"]
     assert yard["state_topic"] == f"{PREFIX}/yard/anomaly"
     assert yard["device"]["name"] == f"{PREFIX} on {socket.gethostname()}"
