@@ -124,7 +124,7 @@ class Emitter(threading.Thread):
             b = last.get("box")
             event = Event(last["id"], last["camera"], "end", last["start_time"], last["stream_start"],
                           now, last.get("stream_end") or last["stream_start"], last["peak_score"], 0,
-                          Box(*b) if b else None, last["score"], "restart")
+                          Box(*b) if b else None, last["score"], reason="restart")
             payload = self.payload(event, last, last.get("snapshot"))
             self.stored(self.store.append(event, payload), event.camera, time.monotonic())
             self.metrics.event(event.camera, "end")

@@ -164,7 +164,7 @@ def test_a_scoring_fault_rebuilds_that_scorer_and_the_worker_goes_on(
 
 def make_event(kind: str = "start", eid: str = "ev1", reason: str | None = None) -> Event:
     return Event(eid, "door", kind, 1000.0, 4.0, 1003.0 if kind == "end" else None,
-                 7.0 if kind == "end" else None, 3.0, 40, None, 2.0, reason)
+                 7.0 if kind == "end" else None, 3.0, 40, None, 2.0, reason=reason)
 
 
 class Recorder:
