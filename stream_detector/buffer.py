@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from enum import Enum
 from typing import Generic, TypeVar
 
@@ -52,29 +53,46 @@ class FeatureRing:
 
 
 class FrameQueue(Generic[T]):
-    """Thread-safe bounded queue that never blocks the producer; drops are counted by policy."""
+    """Thread-safe bounded queue that never blocks the producer; drops are counted by policy.
 
-    def __init__(self, maxsize: int, policy: DropPolicy = DropPolicy.DROP_OLDEST) -> None:
+    Items for which `keep(item)` is true (stream-state messages) are never dropped: losing one would
+    leave an event open. Queues may share one `cond`, so a consumer serving many queues sleeps until
+    any of them gets an item instead of polling.
+    """
+
+    def __init__(self, maxsize: int, policy: DropPolicy = DropPolicy.DROP_OLDEST,
+                 cond: threading.Condition | None = None,
+                 keep: Callable[[T], bool] | None = None) -> None:
         if maxsize < 1:
             raise ValueError("maxsize must be >= 1")
         self.maxsize = maxsize
         self.policy = policy
         self.dropped = 0
         self._items: deque[T] = deque()
-        self._cond = threading.Condition()
+        self._cond = cond or threading.Condition()
+        self._keep = keep or (lambda item: False)
+
+    @property
+    def cond(self) -> threading.Condition:
+        return self._cond
 
     def put(self, item: T) -> bool:
         """Add an item; returns False when an item (old or this one) was dropped to make room."""
         with self._cond:
             kept = True
             if len(self._items) >= self.maxsize:
-                self.dropped += 1
-                kept = False
                 if self.policy is DropPolicy.DROP_NEWEST:
-                    return False
-                self._items.popleft()
+                    if not self._keep(item):
+                        self.dropped += 1
+                        return False
+                else:
+                    victim = next((i for i, x in enumerate(self._items) if not self._keep(x)), None)
+                    if victim is not None:
+                        del self._items[victim]
+                        self.dropped += 1
+                        kept = False
             self._items.append(item)
-            self._cond.notify()
+            self._cond.notify_all()
             return kept
 
     def get(self, timeout: float | None = None) -> T | None:

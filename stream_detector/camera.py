@@ -18,7 +18,7 @@ from typing import Protocol
 
 from stream_detector.capture import FrameSource
 from stream_detector.errors import SourceError
-from stream_detector.messages import Frame
+from stream_detector.messages import Frame, StreamState
 
 log = logging.getLogger("stream_detector.capture")
 
@@ -61,9 +61,12 @@ class CaptureObserver(Protocol):
 
 
 class FrameSink(Protocol):
-    """The frame queue as the loop sees it: put never blocks and says whether something was dropped."""
+    """The frame queue as the loop sees it: put never blocks and says whether something was dropped.
 
-    def put(self, item: Frame) -> bool: ...
+    Stream-state messages go through it too, in order with the frames, and are never dropped.
+    """
+
+    def put(self, item: Frame | StreamState) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ class CaptureLoop(threading.Thread):
                  stop: threading.Event, observer: CaptureObserver, stale_after: float = 10.0,
                  fps_limit: float = 0.0, backoff: Backoff | None = None,
                  sleep: Callable[[float], object] | None = None,
-                 clock: Callable[[], float] = time.monotonic, open_timeout: float = 30.0) -> None:
+                 clock: Callable[[], float] = time.monotonic, open_timeout: float = 30.0,
+                 beat: Callable[[], None] | None = None) -> None:
         super().__init__(name=f"capture-{camera}", daemon=True)
         if stale_after <= 0 or open_timeout <= 0 or fps_limit < 0:
             raise ValueError("stale_after and open_timeout must be > 0, fps_limit >= 0")
@@ -175,13 +179,20 @@ class CaptureLoop(threading.Thread):
         self.backoff = backoff or Backoff()
         self.sleep = sleep or stop.wait
         self.clock = clock
+        self.beat = beat or (lambda: None)  # the supervisor's heartbeat for this thread
         self._poll = min(0.1, stale_after / 4)
+        self.finished = False
         self._up: bool | None = None  # None until the first attempt succeeds or fails
         self._size: tuple[int, int] | None = None
 
     def run(self) -> None:
+        self._loop()
+        self.finished = True  # ended by design (source finished, stop set); a crash leaves False
+
+    def _loop(self) -> None:
         attempt = 0
         while not self.stop.is_set():
+            self.beat()
             if attempt:
                 self.observer.reconnecting(self.camera)
             attempt += 1
@@ -190,17 +201,25 @@ class CaptureLoop(threading.Thread):
                 break
             if ended.final:
                 log.info("camera %s: %s, capture finished", self.camera, ended.reason)
-                self._set_up(False)
+                self._set_up(False, ended.reason)
                 break
             delay = self.backoff.next()
             self._went_down(ended.reason, delay)
-            self.sleep(delay)
+            self._wait(delay)
+
+    def _wait(self, delay: float) -> None:
+        """Back off, still beating: a long backoff is not a dead thread."""
+        end = self.clock() + delay
+        while (left := end - self.clock()) > 0 and not self.stop.is_set():
+            self.sleep(min(left, 1.0))
+            self.beat()
 
     def _connect(self) -> _Ended:
         reader = _Reader(self.camera, self.open_source, self.fps_limit, self.clock)
         reader.start()
         try:
             while not self.stop.is_set():
+                self.beat()
                 try:
                     item = reader.handoff.get(timeout=self._poll)
                 except queue.Empty:
@@ -243,9 +262,11 @@ class CaptureLoop(threading.Thread):
             return
         what = "stream lost" if self._up else "cannot open stream"
         log.warning("camera %s: %s (%s), reconnecting in %.1fs", self.camera, what, reason, delay)
-        self._set_up(False)
+        self._set_up(False, reason)
 
-    def _set_up(self, up: bool) -> None:
+    def _set_up(self, up: bool, reason: str = "up") -> None:
         if self._up is not up:
-            self._up = up
+            was, self._up = self._up, up
             self.observer.stream_state(self.camera, up)
+            if up or was:  # a loss after frames flowed: the scorer must reset, an event end
+                self.queue.put(StreamState(self.camera, up, reason, time.time(), time.monotonic()))

@@ -335,8 +335,15 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
     daemon.start()
     notify("READY=1")
+    stalled: object = []
     while not daemon.stop_event.wait(0.5):
-        notify("WATCHDOG=1")
+        daemon.supervise()
+        healthy, detail = daemon.liveness()
+        if healthy:  # a stalled worker stops the pings: systemd's watchdog restarts the daemon
+            notify("WATCHDOG=1")
+        elif detail.get("stale") != stalled:
+            log.error("threads stalled or dead: %s; not pinging the watchdog", detail)
+        stalled = detail.get("stale")
         if reload_requested.is_set():
             reload_requested.clear()
             if args.config is None:

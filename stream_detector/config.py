@@ -268,10 +268,12 @@ class StorageConfig:
     path: str = "var/stream-detector"  # events.sqlite and snapshots/ live here
     snapshots: bool = True
     keep_days: float = 30.0
+    keep_mb: float = 1000.0  # events.sqlite plus snapshots/; the oldest go first; 0 = no limit
 
     def __post_init__(self) -> None:
         _check(bool(self.path), "path", "must not be empty")
         _check(0 < self.keep_days <= 36500, "keep_days", "must be in (0, 36500]")
+        _check(0 <= self.keep_mb <= 1e9, "keep_mb", "must be in [0, 1e9] (0 = no limit)")
 
 
 @dataclass(frozen=True)

@@ -79,20 +79,22 @@ class EventTracker:
             self._below_since = s.stream_time
         self._active = replace(ev, score=s.score)
         if self._below_since is not None and s.stream_time - self._below_since >= p.cooldown:
-            return [self._finish(s.wall_time, s.stream_time, s.score)]
+            return [self._finish(s.wall_time, s.stream_time, s.score, "cooldown")]
         if s.stream_time - self._last_update >= p.update_interval:
             self._last_update = s.stream_time
             return [replace(self._active, type="update", update_wall=s.wall_time)]
         return []
 
-    def close(self, wall_time: float, stream_time: float) -> list[Event]:
+    def close(self, wall_time: float, stream_time: float, reason: str = "closed") -> list[Event]:
         """End an active event now (stream lost, shutdown) so no event is left open."""
         if self._active is None:
             return []
-        return [self._finish(wall_time, stream_time, self._active.score)]
+        return [self._finish(wall_time, stream_time, self._active.score, reason)]
 
-    def _finish(self, wall_time: float, stream_time: float, score: float) -> Event:
+    def _finish(self, wall_time: float, stream_time: float, score: float, reason: str) -> Event:
         assert self._active is not None
-        ended = replace(self._active, type="end", end_wall=wall_time, end_stream=stream_time, score=score)
+        ended = replace(self._active, type="end", end_wall=wall_time,
+                        end_stream=max(stream_time, self._active.start_stream), score=score,
+                        reason=reason)
         self._active, self._below_since, self._pending_since = None, None, None
         return ended

@@ -67,3 +67,43 @@ class Event:
     box: Box | None
     score: float  # latest score when the event was emitted
     update_wall: float | None = None  # an "update": the wall time of the frame that sent it
+    reason: str | None = None  # why an "end" came: cooldown, stream lost, stopped, restart, ...
+
+
+@dataclass(frozen=True)
+class StreamState:
+    """A camera's stream came up or was lost. Travels in the frame queue, in order with the frames,
+    so frames read before a loss are scored before the loss is handled (and never after)."""
+
+    camera: str
+    up: bool
+    reason: str
+    wall_time: float
+    mono_time: float
+
+
+@dataclass(frozen=True)
+class Peak:
+    """The highest-scoring frame of an open event: what its snapshot shows."""
+
+    score: float
+    image: np.ndarray = field(repr=False)
+    cells: np.ndarray = field(repr=False)
+    box: Box | None = None
+
+
+@dataclass(frozen=True)
+class EventOut:
+    """Inference -> emitter: an event to store and publish, with its peak frame for the snapshot."""
+
+    event: Event
+    peak: Peak | None
+    captured: float  # monotonic capture time of the frame that caused it (event latency)
+
+
+@dataclass(frozen=True)
+class ScoreOut:
+    """Inference -> emitter: a camera's latest score, for the live score topic."""
+
+    camera: str
+    score: float

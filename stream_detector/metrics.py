@@ -10,9 +10,9 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -22,6 +22,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
@@ -39,10 +40,11 @@ class Metrics:
 
     Per-camera series are created at a camera's first mention, so rates and ratios exist from the
     start instead of appearing with the first drop or event, and `camera_removed` deletes them all.
+    MQTT series exist only with `mqtt=True`: without a broker configured there is nothing to alert on.
     """
 
     def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.monotonic,
-                 fps_weight: float = 0.1) -> None:
+                 fps_weight: float = 0.1, mqtt: bool = True) -> None:
         self.registry = registry
         self._clock = clock
         self._fps_weight = fps_weight  # EWMA weight of the newest frame interval
@@ -74,7 +76,6 @@ class Metrics:
         self._stream_up = gauge("stream_up", "1 while the camera delivers frames, else 0.")
         self._anomaly_score = gauge("anomaly_score", "Latest smoothed anomaly score.")
         self._anomaly_active = gauge("anomaly_active", "1 while an anomaly event is open, else 0.")
-        self._capture_fps = gauge("capture_fps", "Frames read per second (EWMA).")
         self._queue_depth = gauge("queue_depth", "Frames waiting between capture and scoring.")
         self._model_loaded = gauge("model_loaded", "1 once the camera's model is loaded.")
         self._scoring_latency = histogram(
@@ -86,12 +87,24 @@ class Metrics:
         self._inference = histogram(
             "inference_seconds", "Seconds per model call (one batch).", ("device",),
             INFERENCE_BUCKETS)
-        self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the broker.", ())
-        self._publish_failures = counter("mqtt_publish_failures", "MQTT publishes that failed.", ())
+        self._mqtt_connected = self._publish_failures = None
+        if mqtt:
+            self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the broker.", ())
+            self._publish_failures = counter("mqtt_publish_failures", "MQTT publishes that failed.",
+                                             ())
+        self._scoring_errors = counter(
+            "scoring_errors", "Scoring faults; each rebuilt the camera's scorer.")
+        self._snapshot_failures = counter("snapshot_failures", "Snapshots that could not be saved.")
+        self._thread_errors = counter("thread_errors", "Faults caught in a daemon thread's loop.",
+                                      ("thread",))
         self._per_camera: tuple[Counter | Gauge | Histogram, ...] = (
             self._frames_read, self._frames_dropped, self._frames_scored, self._reconnects,
-            self._stream_up, self._anomaly_score, self._anomaly_active, self._capture_fps,
-            self._queue_depth, self._model_loaded, self._scoring_latency, self._event_latency)
+            self._stream_up, self._anomaly_score, self._anomaly_active,
+            self._queue_depth, self._model_loaded, self._scoring_latency, self._event_latency,
+            self._scoring_errors, self._snapshot_failures)
+        self._store: StoreProbe | None = None
+        self._threads: Callable[[], dict[str, float]] | None = None
+        registry.register(_Computed(self))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
 
@@ -139,14 +152,16 @@ class Metrics:
             prev = self._interval.get(camera)
             interval = step if prev is None else prev + self._fps_weight * (step - prev)
             self._interval[camera] = interval
-        if interval > 0:
-            self._capture_fps.labels(camera).set(1.0 / interval)
 
     def fps(self, camera: str) -> float:
-        """Current capture rate (0 until two frames have arrived since the stream came up)."""
+        """Current capture rate: 0 until two frames have arrived since the stream came up, and 0
+        again once no frame came for three intervals (at least a second): a frozen stream."""
         with self._lock:
             interval = self._interval.get(camera)
-        return 1.0 / interval if interval else 0.0
+            last = self._last_frame.get(camera)
+        if not interval or last is None or self._clock() - last > max(1.0, 3 * interval):
+            return 0.0
+        return 1.0 / interval
 
     def frame_dropped(self, camera: str, n: int = 1) -> None:
         self.camera_added(camera)
@@ -161,8 +176,6 @@ class Metrics:
             if not up:
                 self._last_frame.pop(camera, None)
                 self._interval.pop(camera, None)
-        if not up:
-            self._capture_fps.labels(camera).set(0)
 
     def reconnecting(self, camera: str) -> None:
         self.camera_added(camera)
@@ -210,10 +223,65 @@ class Metrics:
     # --- MQTT ----------------------------------------------------------------------------------
 
     def mqtt_state(self, connected: bool) -> None:
-        self._mqtt_connected.set(1 if connected else 0)
+        if self._mqtt_connected is not None:
+            self._mqtt_connected.set(1 if connected else 0)
 
     def publish_failed(self) -> None:
-        self._publish_failures.inc()
+        if self._publish_failures is not None:
+            self._publish_failures.inc()
+
+    # --- faults, the store and the threads -----------------------------------------------------
+
+    def scoring_failed(self, camera: str) -> None:
+        self.camera_added(camera)
+        self._scoring_errors.labels(camera).inc()
+
+    def snapshot_failed(self, camera: str) -> None:
+        self.camera_added(camera)
+        self._snapshot_failures.labels(camera).inc()
+
+    def thread_failed(self, thread: str) -> None:
+        self._thread_errors.labels(thread).inc()
+
+    def watch_store(self, store: StoreProbe) -> None:
+        """Report the store's health and backlog at each scrape (they change on several threads)."""
+        self._store = store
+
+    def watch_threads(self, ages: Callable[[], dict[str, float]]) -> None:
+        """Report each supervised thread's heartbeat age at each scrape."""
+        self._threads = ages
+
+    def collect_computed(self) -> Iterator[Metric]:
+        """Values read at scrape time rather than pushed: fps (decays when frames stop), store state
+        and heartbeat ages."""
+        fps = GaugeMetricFamily(PREFIX + "capture_fps",
+                                "Frames read per second (EWMA); 0 once frames stop.", labels=["camera"])
+        with self._lock:
+            cameras = sorted(self._cameras)
+        for cam in cameras:
+            fps.add_metric([cam], self.fps(cam))
+        yield fps
+        if self._store is not None:
+            st = self._store
+            yield GaugeMetricFamily(PREFIX + "store_writable",
+                                    "1 while the event store accepts writes, else 0.",
+                                    value=1 if st.healthy else 0)
+            yield GaugeMetricFamily(PREFIX + "store_held_events",
+                                    "Events held in memory because the store refused them.",
+                                    value=st.backlog_size)
+            yield GaugeMetricFamily(PREFIX + "outbox_backlog",
+                                    "Events stored but not yet delivered to the sinks.",
+                                    value=st.pending)
+            yield CounterMetricFamily(PREFIX + "store_write_failures",
+                                      "Writes the event store refused (locked, full, I/O error).",
+                                      value=st.write_failures)
+        if self._threads is not None:
+            ages = GaugeMetricFamily(PREFIX + "thread_heartbeat_age_seconds",
+                                     "Seconds since the thread last beat its heartbeat.",
+                                     labels=["thread"])
+            for name, age in sorted(self._threads().items()):
+                ages.add_metric([name], age)
+            yield ages
 
     # --- readiness -----------------------------------------------------------------------------
 
@@ -243,18 +311,42 @@ class Metrics:
 Readiness = Callable[[], tuple[bool, dict[str, Any]]]
 
 
+class StoreProbe(Protocol):
+    """What the store gauges read at each scrape."""
+
+    healthy: bool
+    write_failures: int
+
+    @property
+    def backlog_size(self) -> int: ...
+
+    @property
+    def pending(self) -> int: ...
+
+
+class _Computed:
+    """A registry collector for `Metrics.collect_computed`."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self.metrics.collect_computed()
+
+
 class HealthServer:
-    """Serves /metrics, /healthz (the process answers) and /readyz (the callback's verdict).
+    """Serves /metrics, /healthz (`liveness`: the critical threads beat) and /readyz (`readiness`).
 
     A stdlib threading server: scrapes and probes are rare, and it adds no dependency.
     """
 
     def __init__(self, host: str, port: int, registry: CollectorRegistry,
-                 readiness: Readiness) -> None:
+                 readiness: Readiness, liveness: Readiness | None = None) -> None:
         self.host = host
         self._requested_port = port
         self.registry = registry
         self.readiness = readiness
+        self.liveness = liveness or (lambda: (True, {}))
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -306,7 +398,8 @@ def _handler_for(health: HealthServer) -> type[BaseHTTPRequestHandler]:
             if path == "/metrics":
                 self._send(200, CONTENT_TYPE_LATEST, generate_latest(health.registry))
             elif path == "/healthz":
-                self._json(200, {"status": "ok"})
+                ok, detail = health.liveness()
+                self._json(200 if ok else 503, {"status": "ok" if ok else "stalled", **detail})
             elif path == "/readyz":
                 self._readyz()
             else:

@@ -1,27 +1,27 @@
 """Wires one camera's chain of stages: source -> frame queue -> preprocessing -> window scoring ->
-frame scores with regions -> events. The daemon (daemon.py) runs many such chains on its threads.
+frame scores with regions -> events -> snapshot. The daemon (daemon.py) runs the threads.
 """
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 
 from stream_detector.buffer import FrameQueue
-from stream_detector.camera import CaptureLoop
 from stream_detector.capture import FrameSource, OpenCVSource, ResizedSource, source_kind
 from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
-from stream_detector.events import EventTracker
-from stream_detector.messages import Frame, FrameScore
+from stream_detector.emitter import Renderer
+from stream_detector.events import EventPolicy, EventTracker
+from stream_detector.inference import Item, Lane, Scorer
+from stream_detector.messages import Event, Frame, FrameScore, Peak, StreamState
 from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load, pick_device
 from stream_detector.preprocess import Preprocessor
+from stream_detector.report import snapshot
 from stream_detector.scoring import WindowScorer, firing_cells
 
 DEMO_SOURCE = "demo"  # camera source naming the built-in demo stream
@@ -114,21 +114,37 @@ def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str) -> 
         raise ModelError(f"{where}: cameras.{name}.model: {exc}") from None
 
 
-@dataclass
-class CameraState:
-    """Everything one camera owns while it runs."""
+ScorerFactory = Callable[[LoadedModel, float, "np.ndarray | None"], Scorer]
 
-    name: str
-    cfg: CameraConfig
-    model: LoadedModel
-    threshold: float
-    queue: FrameQueue[Frame]
-    tracker: EventTracker
-    stop: threading.Event = field(default_factory=threading.Event)
-    capture: CaptureLoop | None = None
-    scorer: FrameScorer | None = None  # built at the first frame (needs the source size)
-    size: tuple[int, int] | None = None
-    unfit: bool = False  # the source's aspect does not fit the model: frames are not scored
-    stream_time: float = 0.0  # of the last scored frame: where an event closed by a loss ends
-    peak: tuple[float, np.ndarray, np.ndarray, Any] | None = None  # score, image, cells, box
-    before: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue[Item],
+             make: ScorerFactory = FrameScorer) -> Lane:
+    """The camera as the inference worker sees it: its queue, event tracker and scorer factory.
+
+    `make` builds the scorer (tests inject one that fails, to show the worker survives it).
+    """
+    threshold = model.threshold(cfg.false_alarms_per_hour)
+    policy = EventPolicy(threshold, cfg.low_threshold_ratio * threshold, cfg.min_duration,
+                         cfg.cooldown, cfg.update_interval)
+
+    def make_scorer(w: int, h: int) -> Scorer:
+        model.check_source(w, h, f"camera {name}")
+        return make(model, threshold, ignore_mask(model, cfg.ignore, w, h))
+
+    return Lane(name, queue, EventTracker(name, policy), make_scorer, model.device.type)
+
+
+def renderer_for(name: str, model: LoadedModel, threshold: float) -> Renderer:
+    """Draws an event's peak frame with the anomaly heatmap and box, as a JPEG (the emitter's job)."""
+    def render(peak: Peak, event: Event) -> bytes | None:
+        h, w = peak.image.shape[:2]
+        heat = model.slicer.heatmap(peak.cells, w, h)
+        img = snapshot(peak.image, heat, threshold, peak.box, f"{name} score {peak.score:.2f}")
+        ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+        return jpeg.tobytes() if ok else None
+    return render
+
+
+def is_stream_state(item: Item) -> bool:
+    """Stream-state messages must never be dropped from a full frame queue."""
+    return isinstance(item, StreamState)

@@ -68,6 +68,7 @@ def event_payload(event: Event, before: dict[str, Any] | None,
         "score": float(event.score),
         "box": event.box.as_list() if event.box is not None else None,
         "snapshot": snapshot,
+        "end_reason": event.reason if event.type == "end" else None,
     }
     return {"type": _PAYLOAD_TYPES[event.type], "before": before, "after": after}
 
@@ -95,6 +96,12 @@ class EventStore:
         self._backlog: list[StoredEvent] = []  # appended but not yet written, in seq order
         self._marks: set[int] = set()  # published, but the flag is not yet written
         self.healthy = True
+        self.write_failures = 0  # transactions the database refused (a counter for metrics)
+        try:
+            self._pending = int(self._conn.execute(
+                "SELECT COUNT(*) FROM events WHERE published = 0").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise UserError(f"{path}: cannot read the event store ({exc})") from None
 
     @classmethod
     def from_config(cls, storage: StorageConfig) -> EventStore:
@@ -105,6 +112,24 @@ class EventStore:
         """Events held in memory because the disk refused them (for a gauge)."""
         return len(self._backlog)
 
+    @property
+    def last_seq(self) -> int:
+        """The sequence number of the newest event appended (0 when empty)."""
+        with self._lock:
+            return self._next_seq - 1
+
+    @property
+    def pending(self) -> int:
+        """Events stored (or held) but not yet delivered: the outbox backlog."""
+        return self._pending
+
+    def open_events(self) -> list[StoredEvent]:
+        """The last row of every event that has no `end`: left open by a crash or a kill."""
+        with self._lock:
+            return self._select(
+                "WHERE seq IN (SELECT MAX(seq) FROM events GROUP BY event_id"
+                " HAVING SUM(type = 'end') = 0) ORDER BY seq", ())
+
     def append(self, event: Event, payload: dict[str, Any]) -> int:
         """Commit one event and return its sequence number; on a disk fault keep it in memory."""
         wall = event.end_wall if event.end_wall is not None else (event.update_wall
@@ -114,6 +139,7 @@ class EventStore:
             self._next_seq += 1
             self._backlog.append(StoredEvent(seq, event.id, event.camera, event.type, wall,
                                              payload, False))
+            self._pending += 1
             self._flush()
         return seq
 
@@ -129,7 +155,9 @@ class EventStore:
     def mark_published(self, seq: int) -> None:
         """Record delivery; if the disk refuses, remember it and write it with the next flush."""
         with self._lock:
-            self._marks.add(seq)
+            if seq not in self._marks:
+                self._marks.add(seq)
+                self._pending = max(0, self._pending - 1)
             self._flush()
 
     def query(self, camera: str | None = None, since: float | None = None,
@@ -154,24 +182,56 @@ class EventStore:
 
     def prune(self, before: float) -> int:
         """Delete published events with wall time before `before` (epoch seconds); returns count."""
+        return self._delete("WHERE published = 1 AND wall_time < ?", (before,))
+
+    def prune_oldest(self, count: int) -> int:
+        """Delete the `count` oldest published events (the size budget is exceeded)."""
+        return self._delete("WHERE seq IN (SELECT seq FROM events WHERE published = 1 ORDER BY seq"
+                            " LIMIT ?)", (count,))
+
+    def size_bytes(self) -> int:
+        """The database with its WAL, as the disk sees it."""
+        return sum(p.stat().st_size for p in (self.path, self.path.with_name(self.path.name + "-wal"))
+                   if p.exists())
+
+    def checkpoint(self, vacuum: bool = False) -> None:
+        """Fold the WAL into the database and truncate it, so it cannot grow without bound."""
         with self._lock:
             try:
-                with self._conn:
-                    cur = self._conn.execute(
-                        "DELETE FROM events WHERE published = 1 AND wall_time < ?", (before,))
-                return cur.rowcount
-            except sqlite3.OperationalError as exc:
-                log.warning("event store: pruning failed (%s); will try again later", exc)
-                return 0
+                if vacuum:
+                    self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                log.warning("event store: checkpoint failed (%s); will try again later", exc)
 
     def close(self) -> None:
-        """Try once more to write what is held in memory, then close the database."""
+        """Try once more to write what is held in memory, then close the database.
+
+        What still cannot be written is logged in full, one line per event: never dropped unseen.
+        """
         with self._lock:
             self._flush()
             if self._backlog or self._marks:
-                log.error("event store closing with %d unwritten events and %d unwritten marks",
-                          len(self._backlog), len(self._marks))
+                log.error("event store closing with %d unwritten events and %d unwritten marks; "
+                          "the events follow", len(self._backlog), len(self._marks))
+                for e in self._backlog:
+                    log.error("unwritten event seq %d: %s", e.seq, json.dumps(e.payload))
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # closing anyway; the next start replays the WAL
             self._conn.close()
+
+    def _delete(self, where: str, args: tuple[Any, ...]) -> int:
+        with self._lock:
+            try:
+                with self._conn:
+                    cur = self._conn.execute(f"DELETE FROM events {where}", args)
+                return cur.rowcount
+            except sqlite3.Error as exc:
+                self.write_failures += 1
+                self._set_healthy(False, exc)
+                return 0
 
     # --- internals (caller holds self._lock) -----------------------------------------------------
 
@@ -180,7 +240,7 @@ class EventStore:
             rows = self._conn.execute(
                 "SELECT seq, event_id, camera, type, wall_time, payload, published FROM events "
                 + tail, args).fetchall()
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
             self._set_healthy(False, exc)
             return []
         if not self._backlog and not self._marks:
@@ -205,7 +265,8 @@ class EventStore:
                       int(e.published or e.seq in self._marks)) for e in self._backlog])
                 self._conn.executemany("UPDATE events SET published = 1 WHERE seq = ?",
                                        [(s,) for s in sorted(self._marks)])
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:  # locked, disk full, I/O error, a damaged file
+            self.write_failures += 1
             self._set_healthy(False, exc)
             return
         self._backlog.clear()

@@ -33,6 +33,7 @@ class MqttSink:
     """
 
     name = "mqtt"
+    takes_snapshots = True
 
     def __init__(self, config: MqttConfig, cameras: Sequence[str], *,
                  on_state: Callable[[bool], None] | None = None, ack_timeout: float = 5.0,
@@ -52,7 +53,8 @@ class MqttSink:
         self._last_score: dict[str, float] = {}
         self._down_logged = False
         self._stopping = False
-        client_id = config.client_id or f"stream-detector-{socket.gethostname()}"
+        self._host = socket.gethostname()
+        client_id = config.client_id or f"stream-detector-{self._host}"
         self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                                    client_id=client_id)
         self._client.on_connect = self._handle_connect
@@ -114,6 +116,19 @@ class MqttSink:
         if self.connected:
             self._check(self._client.publish(f"{self._prefix}/{camera}/score", f"{value:.4f}"))
 
+    def cameras_changed(self, cameras: Sequence[str]) -> None:
+        """Cameras added by a reload get their discovery configs now, not at the next reconnect;
+        removed ones have theirs cleared (an empty retained config deletes the entity)."""
+        old = set(self.discovery_configs())
+        with self._lock:
+            self.cameras = tuple(cameras)
+        if self.connected and self.config.homeassistant_prefix:
+            configs = self.discovery_configs()
+            for topic in sorted(old - set(configs)):
+                self._check(self._client.publish(topic, b"", qos=1, retain=True))
+            for topic, config in configs.items():
+                self._check(self._client.publish(topic, json.dumps(config), qos=1, retain=True))
+
     def snapshot(self, camera: str, jpeg: bytes) -> None:
         if self.connected:
             self._check(self._client.publish(f"{self._prefix}/{camera}/snapshot", jpeg,
@@ -171,12 +186,16 @@ class MqttSink:
     def discovery_configs(self) -> dict[str, dict[str, Any]]:
         """Home Assistant MQTT discovery: one binary_sensor and one score sensor per camera."""
         ha, node, p = self.config.homeassistant_prefix, _node_id(self._prefix), self._prefix
-        device = {"identifiers": [node], "name": f"stream-detector {node}",
+        host = self._host
+        name = f"stream-detector on {host}" if node == "stream-detector" else f"{node} on {host}"
+        device = {"identifiers": [node], "name": name,
                   "manufacturer": "stream-detector", "model": "video anomaly detector"}
         common = {"availability_topic": self.available_topic, "payload_available": ONLINE,
                   "payload_not_available": OFFLINE, "device": device}
         out: dict[str, dict[str, Any]] = {}
-        for cam in self.cameras:
+        with self._lock:
+            cameras = self.cameras
+        for cam in cameras:
             out[f"{ha}/binary_sensor/{node}/{cam}_anomaly/config"] = {
                 "name": f"{cam} anomaly", "unique_id": f"{node}_{cam}_anomaly",
                 "state_topic": f"{p}/{cam}/anomaly", "payload_on": "ON", "payload_off": "OFF",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 log = logging.getLogger("stream_detector.sinks.stdout")
@@ -14,10 +15,11 @@ class StdoutSink:
     """Writes one JSON line per event; states, scores and snapshots are not written (too chatty)."""
 
     name = "stdout"
+    takes_snapshots = False
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._lock = threading.Lock()  # the Publisher and the daemon may both write
+        self._lock = threading.Lock()
         self._broken = False
 
     def deliver_event(self, seq: int, payload: dict[str, Any]) -> bool:
@@ -43,6 +45,9 @@ class StdoutSink:
         pass
 
     def snapshot(self, camera: str, jpeg: bytes) -> None:
+        pass
+
+    def cameras_changed(self, cameras: Sequence[str]) -> None:
         pass
 
     def start(self) -> None:

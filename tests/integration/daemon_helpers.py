@@ -122,14 +122,17 @@ class DaemonProcess:
     """
 
     def __init__(self, config: Path, metrics_port: int, workdir: Path,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, main: list[str] | None = None,
+                 name: str = "daemon") -> None:
+        """`main` replaces `-m stream_detector` (a test script that injects a fault, then runs it);
+        `name` keeps the output files of several daemons in one folder apart."""
         self.config = config
         self.port = metrics_port
-        self.stdout_path = workdir / "daemon.stdout"
-        self.stderr_path = workdir / "daemon.stderr"
+        self.stdout_path = workdir / f"{name}.stdout"
+        self.stderr_path = workdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_detector", "run", "--config", str(config)],
+                [sys.executable, *(main or ["-m", "stream_detector"]), "run", "--config", str(config)],
                 stdout=out, stderr=err, cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 

@@ -23,7 +23,7 @@ from schema_check import errors
 from stream_detector.config import MqttConfig
 from stream_detector.errors import ConfigError
 from stream_detector.messages import Box, Event
-from stream_detector.sinks import Publisher
+from stream_detector.sinks import Dispatcher, Publisher
 from stream_detector.sinks.mqtt import MqttSink
 from stream_detector.store import EventStore, event_payload
 
@@ -105,7 +105,7 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
     store = EventStore(tmp_path / "events.sqlite")
     with subscribed(broker.port, f"{PREFIX}/#") as sub, \
             running_sink(config(broker, score_interval=60.0), ["door"]) as sink:
-        publisher = Publisher(store, sink)
+        publisher = Publisher(store, Dispatcher([sink], sink))
         publisher.start()
         sent = []
         for ev, payload in event_stream(3):
@@ -113,6 +113,9 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
             sent.append(payload)
             publisher.wake()
         sub.wait_for(lambda m: sum(t == sink.events_topic for t, _, _ in m) >= len(sent))
+        # The publisher follows the "end" with the camera's OFF: the state after its event.
+        sub.wait_for(lambda m: m[-1][:2] == (f"{PREFIX}/door/anomaly", b"OFF"))
+        assert sub.on(f"{PREFIX}/door/anomaly") == [b"ON", b"OFF"] * 3
         sink.anomaly_state("door", True)
         for value in (1.5, 2.5, 3.5):  # rate-limited: one per score_interval
             sink.score("door", value)
@@ -155,7 +158,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(broker: Broker, tmp_path: P
     watcher = {"client_id": "sd-watcher", "persistent": True}
     with subscribed(broker.port, f"{PREFIX}/events", **watcher) as sub, \
             running_sink(config(broker), ["door"]) as sink:
-        publisher = Publisher(store, sink, min_backoff=0.1, max_backoff=0.5)
+        publisher = Publisher(store, Dispatcher([sink], sink), min_backoff=0.1, max_backoff=0.5)
         publisher.start()
         for ev, payload in events[:2]:
             store.append(ev, payload)

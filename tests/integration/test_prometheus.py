@@ -30,7 +30,17 @@ from stream_detector.metrics import HealthServer, Metrics
 pytestmark = pytest.mark.integration
 
 ALERTS = ("StreamDetectorDown", "StreamDetectorCameraDown", "StreamDetectorNoFrames",
-          "StreamDetectorHighDropRate", "StreamDetectorAnomalyActive", "StreamDetectorMqttDisconnected")
+          "StreamDetectorHighDropRate", "StreamDetectorAnomalyActive", "StreamDetectorMqttDisconnected",
+          "StreamDetectorCameraNotScored", "StreamDetectorStoreFailing", "StreamDetectorWorkerStalled")
+
+
+class FakeStore:
+    """The store gauges' source: writable, nothing held or pending."""
+
+    healthy = True
+    write_failures = 0
+    backlog_size = 0
+    pending = 0
 
 
 class FakeDaemon:
@@ -41,6 +51,8 @@ class FakeDaemon:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name="fake-daemon", daemon=True)
         m = metrics
+        m.watch_store(FakeStore())
+        m.watch_threads(lambda: {"inference": 0.1, "emitter": 0.2, "publisher": 0.3})
         m.mqtt_state(True)
         m.publish_failed()
         for cam in ("door", "yard"):

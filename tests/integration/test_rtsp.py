@@ -97,7 +97,7 @@ def wait_frame(q: FrameQueue[Frame], after: float, timeout: float) -> Frame:
     deadline = time.monotonic() + timeout
     while (left := deadline - time.monotonic()) > 0:
         frame = q.get(timeout=left)
-        if frame is not None and frame.mono_time > after:
+        if isinstance(frame, Frame) and frame.mono_time > after:  # not a stream-state message
             return frame
     pytest.fail(f"no frame within {timeout}s")
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -20,7 +21,7 @@ from stream_detector.camera import Backoff, CaptureLoop
 from stream_detector.capture import FrameSource, OpenCVSource, redact, source_kind
 from stream_detector.config import CameraConfig
 from stream_detector.errors import SourceError
-from stream_detector.messages import Frame
+from stream_detector.messages import Frame, StreamState
 
 # --- Backoff ----------------------------------------------------------------------------------
 
@@ -162,7 +163,8 @@ def run_loop() -> Iterator[Callable[..., tuple[CaptureLoop, FrameQueue[Frame], R
 
     def start(open_source: Callable[[], FrameSource], maxsize: int = 64,
               **kw: object) -> tuple[CaptureLoop, FrameQueue[Frame], Recorder]:
-        q: FrameQueue[Frame] = FrameQueue(maxsize, DropPolicy.DROP_OLDEST)
+        q: FrameQueue[Frame] = FrameQueue(maxsize, DropPolicy.DROP_OLDEST,  # type: ignore[arg-type]
+                                          keep=lambda item: isinstance(item, StreamState))
         rec = Recorder()
         kw.setdefault("backoff", Backoff(**FAST))  # type: ignore[arg-type]
         loop = CaptureLoop("door", open_source, q, stop, rec, **kw)  # type: ignore[arg-type]
@@ -177,12 +179,21 @@ def run_loop() -> Iterator[Callable[..., tuple[CaptureLoop, FrameQueue[Frame], R
         assert not loop.is_alive()
 
 
+def frames_of(q: FrameQueue[Any]) -> list[Frame]:
+    """The frames in the queue, without the stream-state messages between them."""
+    return [f for f in q.get_all() if isinstance(f, Frame)]
+
+
 def test_frames_flow_in_order_until_a_finite_source_ends(run_loop) -> None:  # type: ignore[no-untyped-def]
     src = FakeSource([(64, 48)] * 20, then="finish")
     loop, q, rec = run_loop(sources(src))
     loop.join(3)
     assert not loop.is_alive()  # a finished file is final: no reconnect
-    frames = q.get_all()
+    items = q.get_all()
+    first, last = items[0], items[-1]
+    assert isinstance(first, StreamState) and first.up  # in order with the frames, not beside them
+    assert isinstance(last, StreamState) and not last.up and last.reason == "end of source"
+    frames = items[1:-1]
     assert [f.index for f in frames] == list(range(20))
     assert [f.stream_time for f in frames] == pytest.approx([i / 10 for i in range(20)])
     assert all(f.camera == "door" and f.image.shape == (48, 64, 3) for f in frames)
@@ -194,8 +205,9 @@ def test_frames_flow_in_order_until_a_finite_source_ends(run_loop) -> None:  # t
 def test_full_queue_drops_oldest_and_counts(run_loop) -> None:  # type: ignore[no-untyped-def]
     loop, q, rec = run_loop(sources(FakeSource([(64, 48)] * 20, then="finish")), maxsize=4)
     loop.join(3)
-    assert [f.index for f in q.get_all()] == [16, 17, 18, 19]
-    assert q.dropped == 16 and rec.count("dropped") == 16
+    items = q.get_all()  # the state messages are never the ones dropped
+    assert [f.index if isinstance(f, Frame) else f.up for f in items] == [True, 18, 19, False]
+    assert q.dropped == 18 and rec.count("dropped") == 17  # 17 frames refused, then 1 for "down"
 
 
 def test_lost_stream_reconnects_and_frames_continue(run_loop, caplog) -> None:  # type: ignore[no-untyped-def]
@@ -204,7 +216,9 @@ def test_lost_stream_reconnects_and_frames_continue(run_loop, caplog) -> None:  
     second = FakeSource([(64, 48)] * 5, then="finish")
     loop, q, rec = run_loop(sources(first, second))
     loop.join(3)
-    assert [f.index for f in q.get_all()] == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+    items = q.get_all()
+    assert [f.index if isinstance(f, Frame) else f.up for f in items] == [
+        True, 0, 1, 2, 3, 4, False, True, 0, 1, 2, 3, 4, False]  # the loss between the frames
     assert rec.states() == ["up", "down", "reconnecting", "up", "down"]
     assert first.closed and second.closed
     lost = [r.getMessage() for r in caplog.records if "stream lost" in r.getMessage()]
@@ -217,7 +231,7 @@ def test_camera_down_at_start_is_retried_and_logged_once(run_loop, caplog) -> No
     up = FakeSource([(64, 48)] * 3, then="finish")
     loop, q, rec = run_loop(sources(down, down, down, up))
     loop.join(3)
-    assert len(q) == 3
+    assert len(frames_of(q)) == 3
     assert rec.states() == ["down", "reconnecting", "reconnecting", "reconnecting", "up", "down"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == [("camera door: cannot open stream (rtsp://cam/1: cannot open (refused)), "
@@ -228,7 +242,7 @@ def test_resolution_change_mid_stream(run_loop) -> None:  # type: ignore[no-unty
     src = FakeSource([(64, 48)] * 3 + [(32, 24)] * 3, then="finish")
     loop, q, rec = run_loop(sources(src))
     loop.join(3)
-    assert [f.image.shape[:2] for f in q.get_all()] == [(48, 64)] * 3 + [(24, 32)] * 3
+    assert [f.image.shape[:2] for f in frames_of(q)] == [(48, 64)] * 3 + [(24, 32)] * 3
     assert [c for c in rec.calls if c[0] == "size"] == [("size", 64, 48), ("size", 32, 24)]
 
 
@@ -236,7 +250,7 @@ def test_fps_limit_skips_frames_without_converting_them(run_loop) -> None:  # ty
     src = FakeSource([(64, 48)] * 20, then="finish")  # 10 fps of stream time
     loop, q, _ = run_loop(sources(src), fps_limit=5.0)
     loop.join(3)
-    assert [f.index for f in q.get_all()] == list(range(0, 20, 2))
+    assert [f.index for f in frames_of(q)] == list(range(0, 20, 2))
     assert src.retrieved == 10
 
 

@@ -112,6 +112,49 @@ def test_fps_is_an_ewma_of_frame_intervals_and_resets_on_outage(registry: Collec
     assert m.fps("door") == pytest.approx(25.0)
 
 
+def test_fps_falls_to_zero_when_frames_stop_while_the_stream_is_up(registry: CollectorRegistry) -> None:
+    clock = FakeClock()
+    m = Metrics(registry, clock=clock)
+    m.stream_state("door", True)
+    for _ in range(20):
+        clock.now += 0.1
+        m.frame_read("door")
+    assert value(registry, "stream_detector_capture_fps", camera="door") == pytest.approx(10.0)
+    clock.now += 0.9  # frozen: no frame, no loss reported yet
+    assert value(registry, "stream_detector_capture_fps", camera="door") == pytest.approx(10.0)
+    clock.now += 0.2
+    assert value(registry, "stream_detector_capture_fps", camera="door") == 0
+
+
+def test_no_mqtt_series_without_mqtt(registry: CollectorRegistry) -> None:
+    m = Metrics(registry, mqtt=False)
+    m.mqtt_state(False)
+    m.publish_failed()
+    assert b"mqtt" not in generate_latest(registry)
+    with_mqtt = CollectorRegistry()
+    Metrics(with_mqtt).mqtt_state(False)
+    assert value(with_mqtt, "stream_detector_mqtt_connected") == 0
+
+
+def test_store_and_heartbeat_series_are_read_at_scrape_time(registry: CollectorRegistry) -> None:
+    class Store:
+        healthy, write_failures, backlog_size, pending = True, 0, 0, 3
+
+    store = Store()
+    m = Metrics(registry)
+    m.watch_store(store)
+    ages = {"inference": 0.5}
+    m.watch_threads(lambda: dict(ages))
+    assert value(registry, "stream_detector_store_writable") == 1
+    assert value(registry, "stream_detector_outbox_backlog") == 3
+    store.healthy, store.write_failures, store.backlog_size = False, 2, 1
+    ages["inference"] = 20.0
+    assert value(registry, "stream_detector_store_writable") == 0
+    assert value(registry, "stream_detector_store_write_failures_total") == 2
+    assert value(registry, "stream_detector_store_held_events") == 1
+    assert value(registry, "stream_detector_thread_heartbeat_age_seconds", thread="inference") == 20
+
+
 def test_camera_removed_removes_its_series_only(registry: CollectorRegistry) -> None:
     m = Metrics(registry)
     for cam in ("door", "yard"):

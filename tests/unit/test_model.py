@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import build_detector, tiny_config
-from stream_detector.errors import ModelError
+from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE
 from stream_detector.model.manifest import sign
@@ -124,7 +124,7 @@ def test_load_missing_and_foreign_directories(tmp_path: Path) -> None:
 def test_wrong_aspect_source_is_refused(tiny_model_dir: Path) -> None:
     model = runtime.load(tiny_model_dir, "cpu")
     model.check_source(640, 480, "cam")  # same 4:3 aspect
-    with pytest.raises(Exception, match="does not fit model"):
+    with pytest.raises(SourceError, match="does not fit model"):
         model.check_source(1920, 1080, "cam")
 
 

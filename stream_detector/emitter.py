@@ -1,0 +1,236 @@
+"""The emitter: the one thread that writes. It turns the worker's events into payloads, saves their
+snapshots, commits them to the event store (which the publisher drains) and keeps the store small.
+
+Everything slow lives here so scoring never waits on a disk: fsync, JPEG encoding, file writes,
+retention and WAL checkpoints. At start-up it closes the events an earlier run left open.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from stream_detector.messages import Box, Event, EventOut, Peak, ScoreOut
+
+log = logging.getLogger("stream_detector.emitter")
+
+Renderer = Callable[[Peak, Event], bytes | None]  # the JPEG of an event's peak frame
+
+
+class StoredRow(Protocol):
+    @property
+    def camera(self) -> str: ...
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+
+class EventLog(Protocol):
+    """What the emitter needs from the event store."""
+
+    healthy: bool
+    write_failures: int
+
+    @property
+    def pending(self) -> int: ...
+
+    @property
+    def backlog_size(self) -> int: ...
+
+    def append(self, event: Event, payload: dict[str, Any]) -> int: ...
+
+    def open_events(self) -> Sequence[StoredRow]: ...
+
+    def prune(self, before: float) -> int: ...
+
+    def prune_oldest(self, count: int) -> int: ...
+
+    def size_bytes(self) -> int: ...
+
+    def checkpoint(self, vacuum: bool = False) -> None: ...
+
+
+class EmitterMetrics(Protocol):
+    def event(self, camera: str, type: str, latency_s: float | None = None) -> None: ...
+
+    def snapshot_failed(self, camera: str) -> None: ...
+
+    def thread_failed(self, thread: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_days: float = 30.0
+    keep_mb: float = 0.0  # the store plus snapshots; 0 = no size budget
+    interval: float = 600.0  # seconds between retention passes and WAL checkpoints
+
+
+class Emitter(threading.Thread):
+    """Consumes `EventOut`/`ScoreOut` from `put` in order; `stored(seq, camera, captured)` is called
+    for each committed event (the daemon wakes the publisher there); scores go to `score`."""
+
+    def __init__(self, store: EventLog, payload: Callable[[Event, dict[str, Any] | None, str | None],
+                                                          dict[str, Any]],
+                 metrics: EmitterMetrics, stored: Callable[[int, str, float], None],
+                 score: Callable[[str, float], None], snapshot_dir: Path | None,
+                 retention: Retention = Retention(), beat: Callable[[], None] = lambda: None,
+                 idle_wait: float = 0.5, clock: Callable[[], float] = time.time) -> None:
+        super().__init__(name="emitter", daemon=True)
+        self.store = store
+        self.payload = payload
+        self.metrics = metrics
+        self.stored = stored
+        self.score = score
+        self.snapshot_dir = snapshot_dir
+        self.retention = retention
+        self.beat = beat
+        self.idle_wait = idle_wait
+        self.clock = clock
+        self._inbox: queue.Queue[EventOut | ScoreOut | None] = queue.Queue()
+        self._renderers: dict[str, Renderer | None] = {}
+        self._before: dict[str, dict[str, Any]] = {}  # event id -> its last "after"
+        self._snapshot_ok = True
+        self._next_maintenance = 0.0
+
+    # --- called from other threads -------------------------------------------------------------
+
+    def put(self, item: EventOut | ScoreOut) -> None:
+        self._inbox.put(item)
+
+    def camera(self, name: str, render: Renderer | None) -> None:
+        """How a camera's snapshots are drawn (None: no snapshots); set before it is scored."""
+        self._renderers[name] = render
+
+    def finish(self, timeout: float = 5.0) -> None:
+        """Handle everything queued so far, then end the thread."""
+        self._inbox.put(None)
+        self.join(timeout)
+
+    # --- start-up (before the threads run) -----------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """End the events an earlier run left open (killed mid-event) with reason "restart"."""
+        closed = []
+        now = self.clock()
+        for row in self.store.open_events():
+            last = row.payload["after"]
+            b = last.get("box")
+            event = Event(last["id"], last["camera"], "end", last["start_time"], last["stream_start"],
+                          now, last.get("stream_end") or last["stream_start"], last["peak_score"], 0,
+                          Box(*b) if b else None, last["score"], reason="restart")
+            payload = self.payload(event, last, last.get("snapshot"))
+            self.stored(self.store.append(event, payload), event.camera, time.monotonic())
+            self.metrics.event(event.camera, "end")
+            closed.append(event.camera)
+            log.warning("camera %s: event %s was left open by the previous run; ended it",
+                        event.camera, event.id)
+        self.maintain()
+        return closed
+
+    # --- the thread --------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            self.beat()
+            try:
+                item = self._inbox.get(timeout=self.idle_wait)
+            except queue.Empty:
+                self._handle(None)  # idle: retention may be due
+                continue
+            if item is None:  # finish()
+                break
+            self._handle(item)
+
+    def _handle(self, item: EventOut | ScoreOut | None) -> None:
+        try:
+            if isinstance(item, EventOut):
+                self._event(item)
+            elif isinstance(item, ScoreOut):
+                self.score(item.camera, item.score)
+            if time.monotonic() >= self._next_maintenance:
+                self.maintain()
+        except Exception:  # noqa: BLE001 - logged and counted; the next event must still go
+            log.exception("emitter: failed on %r", item)
+            self.metrics.thread_failed("emitter")
+
+    def _event(self, out: EventOut) -> None:
+        ev = out.event
+        before = self._before.get(ev.id)
+        snap = self._snapshot(ev, out.peak) if ev.type in ("start", "end") else None
+        payload = self.payload(ev, before, snap or (before or {}).get("snapshot"))
+        if ev.type == "end":
+            self._before.pop(ev.id, None)
+        else:
+            self._before[ev.id] = payload["after"]
+        seq = self.store.append(ev, payload)
+        self.metrics.event(ev.camera, ev.type)
+        self.stored(seq, ev.camera, out.captured)
+
+    def _snapshot(self, ev: Event, peak: Peak | None) -> str | None:
+        """Render, then write to a temporary name and rename: never a truncated or empty JPEG."""
+        render = self._renderers.get(ev.camera)
+        if render is None or peak is None or self.snapshot_dir is None:
+            return None
+        jpeg = render(peak, ev)
+        if not jpeg:
+            return None
+        path = self.snapshot_dir / f"{ev.id}-{ev.type}.jpg"
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as fh:
+                fh.write(jpeg)
+            os.replace(tmp, path)
+        except OSError as exc:  # disk full: the event still goes out, without its picture
+            tmp.unlink(missing_ok=True)
+            self.metrics.snapshot_failed(ev.camera)
+            if self._snapshot_ok:
+                log.warning("camera %s: snapshot not saved (%s)", ev.camera, exc.strerror or exc)
+            self._snapshot_ok = False
+            return None
+        if not self._snapshot_ok:
+            log.info("snapshots are saved again")
+        self._snapshot_ok = True
+        return str(path)
+
+    def maintain(self) -> None:
+        """Retention by age and size (rows and snapshot files), then a WAL checkpoint."""
+        self._next_maintenance = time.monotonic() + self.retention.interval
+        cutoff = self.clock() - self.retention.keep_days * 86400
+        pruned = self.store.prune(cutoff)
+        files = self._snapshot_files()
+        for p, st in files:
+            if st.st_mtime < cutoff:
+                p.unlink(missing_ok=True)
+        files = [(p, st) for p, st in files if st.st_mtime >= cutoff]
+        self.store.checkpoint()  # first: a WAL that outgrew the database is not data to delete
+        budget = self.retention.keep_mb * 1e6
+        if budget > 0:
+            total = self.store.size_bytes() + sum(st.st_size for _, st in files)
+            while files and total > budget:  # pictures are the bulk: the oldest go first
+                p, st = files.pop(0)
+                p.unlink(missing_ok=True)
+                total -= st.st_size
+            if total > budget and self.store.prune_oldest(max(100, self.store.pending)) > 0:
+                self.store.checkpoint(vacuum=True)  # deleted rows free disk only after a VACUUM
+        if pruned:
+            log.info("retention: deleted %d events older than %g days", pruned,
+                     self.retention.keep_days)
+
+    def _snapshot_files(self) -> list[tuple[Path, os.stat_result]]:
+        if self.snapshot_dir is None or not self.snapshot_dir.is_dir():
+            return []
+        out = []
+        for p in self.snapshot_dir.glob("*.jpg"):
+            try:
+                out.append((p, p.stat()))
+            except FileNotFoundError:
+                continue
+        return sorted(out, key=lambda x: x[1].st_mtime)
