@@ -22,7 +22,7 @@ window = 4
 channels = 8
 temporal_channels = 8
 epochs = 3
-max_train_frames = 200
+max_train_frames = 800
 """
 
 
@@ -48,18 +48,18 @@ def fitted(tmp_path_factory: pytest.TempPathFactory, vtest: Path) -> Path:
 def test_fit_writes_a_complete_model_directory(fitted: Path) -> None:
     meta = json.loads((fitted / "metadata.json").read_text())
     assert meta["working_size"] == [96, 72] and meta["window"] == 4
-    # 200 frames in four blocks spread over the video; one block held back for calibration only
+    # all 795 frames in four blocks of 200; the last block is held back for calibration only
     held = meta["calibration_footage"]
-    assert meta["training"]["frames"] == 150 and held["frames"] == 50 and held["held_back"]
+    assert meta["training"]["frames"] == 600 and held["frames"] == 195 and held["held_back"]
     trained = {s["name"] for s in meta["training"]["sources"]}
-    assert trained.isdisjoint(s["name"] for s in held["sources"])
-    assert any(name.endswith("[0:50]") for name in trained) and meta["motion"] is True
+    assert [s["name"] for s in held["sources"]] == ["vtest[600:795]"] and "vtest[0:200]" in trained
+    assert meta["motion"] is True and meta["pretext"] == "motion"
     assert len(meta["files"]["model.pt"]["sha256"]) == 64
 
 
 def test_injected_object_scores_clearly_higher(fitted: Path, vtest: Path, tmp_path: Path) -> None:
-    clip = tmp_path / "injected.avi"
-    write_clip(vtest, clip, first=400, count=120, injection=Injection(60, 90))
+    clip = tmp_path / "injected.avi"  # background from the held-back block: the network never saw it
+    write_clip(vtest, clip, first=650, count=120, injection=Injection(60, 90))
     cli("score", "--model", str(fitted), "--source", str(clip), "--out", str(tmp_path / "s.csv"),
         "--maps", str(tmp_path / "maps.npy"), "--device", "cpu")
     with open(tmp_path / "s.csv") as fh:
@@ -85,6 +85,10 @@ def test_eval_writes_report_and_checks_label_lengths(fitted: Path, vtest: Path, 
     assert summary["frames"] == 160 and summary["anomalous_frames"] == 30
     assert summary["auc_causal"] > 0.8
     assert "literature protocol" in proc.stdout
+    operator = summary["operator"]  # what an operator gets: the one injected episode, alarms replayed
+    assert operator["episodes"] == 1 and len(operator["per_episode"]) == 1
+    assert operator["normal_hours"] == pytest.approx((20 + 50 + 60) / 10 / 3600)
+    assert "episodes alarmed at that threshold" in proc.stdout
     for png in ("roc.png", "timelines.png"):
         img = cv2.imread(str(tmp_path / "r" / png))
         assert img is not None and img.shape[0] > 100
@@ -148,7 +152,7 @@ def test_ped2_labels_match_decoded_frames(ped2: Path) -> None:
 
 def test_fit_in_colour(vtest: Path, tmp_path: Path) -> None:
     (tmp_path / "c.toml").write_text(TINY.replace("epochs = 3", "epochs = 1").replace(
-        "max_train_frames = 200", "max_train_frames = 60") + "color = true\n")
+        "max_train_frames = 800", "max_train_frames = 60") + "color = true\n")
     cli("fit", "--source", str(vtest), "--out", str(tmp_path / "m"), "--config", str(tmp_path / "c.toml"),
         "--device", "cpu")
     meta = json.loads((tmp_path / "m" / "metadata.json").read_text())
