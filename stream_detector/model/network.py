@@ -23,14 +23,15 @@ LEARNED = (True, True, False)  # the network's errors, vs. speed, measured strai
 
 
 class DetectorOutput(NamedTuple):
-    prediction: Tensor  # (B, C, H, W) the model's guess of the target frame (and its motion)
+    prediction: Tensor  # (B, C', H, W) the model's guess of the target: frame and flow, or flow only
     cell_error: Tensor  # (B, K, rows, cols) raw per-cell cues, K = len(CUES)
     cell_score: Tensor  # (B, rows, cols) cues against the per-cell baseline, combined (0 ~ normal)
     frame_score: Tensor  # (B,) mean of the top-k cell scores
 
 
 class SpacetimeNet(nn.Module):
-    """Predicts (or reconstructs) a window's target frame from the cached features of T-1 frames.
+    """Predicts a window's target (the last frame and its flow, or its flow alone) from the cached
+    features of T-1 frames.
 
     in_channels counts every input channel (appearance + motion); motion_channels of them, the
     last ones, are flow: their error and magnitude are separate cues.
