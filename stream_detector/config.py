@@ -37,7 +37,8 @@ class DetectorConfig:
     # "motion" from the window's appearance alone.
     pretext: str = "motion"
     flow_weight: float = 1.0  # weight of the motion channels' loss beside the appearance loss
-    # Cell score = weighted sum of the cues' baseline z-scores: appearance error, motion error, speed.
+    # Cell score = weighted sum of the cues' baseline z-scores: appearance error, motion error, speed
+    # (pretext "motion" has no appearance error; with "predict", give the first weight a value).
     cue_weights: tuple[float, float, float] = (0.0, 0.5, 1.0)
     holdout: float = 0.25  # share of the footage held back from training to set baseline + threshold
     epochs: int = 12

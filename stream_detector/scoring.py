@@ -40,13 +40,15 @@ class WindowScorer:
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, smoothing: float,
                  device: torch.device, chunk: int = 8, top_k: int = 1,
-                 ignore: np.ndarray | None = None) -> None:
+                 ignore: np.ndarray | None = None, frames_carry_motion: bool = False) -> None:
         self.detector = detector
         self.slicer = slicer
         self.smoothing = smoothing
         self.device = device
         self.chunk = chunk
-        self.motion = MotionField() if int(detector.motion_channels) else None
+        # Fitting passes frames whose flow it computed once for training; live frames get it here.
+        wants_motion = bool(int(detector.motion_channels)) and not frames_carry_motion
+        self.motion = MotionField() if wants_motion else None
         self.ring = FeatureRing(slicer.window - 1)
         self._ema: float | None = None
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed

@@ -1,7 +1,8 @@
 """Self-supervised fitting on normal footage, then the per-cell baseline and the alarm calibration.
 
 The footage is cut into blocks; most train the network, every fourth is held back. The network
-learns to predict each window's last frame and its motion from the frames before. Its cues on the
+learns to predict each window's last frame's motion from the window's appearance (or, with
+pretext "predict", the last frame and its motion from the frames before). Its cues on the
 held-back blocks, footage it never trained on, give each space cell its own baseline (so busy and
 quiet cells are judged fairly) and the smoothed frame scores give the alarm-rate calibration, so
 the threshold reflects unseen normal footage as the live stream will be.
@@ -28,9 +29,10 @@ from stream_detector.capture import expand_sources, iter_frames, video_info
 from stream_detector.config import DetectorConfig
 from stream_detector.errors import SourceError
 from stream_detector.model.export import export
-from stream_detector.model.network import CUES, LEARNED, SpacetimeDetector, SpacetimeNet, context_offsets, gather_window
-from stream_detector.motion import MotionField, with_motion
+from stream_detector.model.network import (CUES, LEARNED, SpacetimeDetector, SpacetimeNet, context_offsets,
+                                           gather_window)
 from stream_detector.model.runtime import threshold_for
+from stream_detector.motion import MotionField, with_motion
 from stream_detector.preprocess import Preprocessor
 from stream_detector.progress import Progress
 from stream_detector.scoring import WindowScorer, ema, frame_scores
@@ -108,10 +110,15 @@ def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig) -> Footage:
         wanted = [(s, e, cal) for src, s, e, cal in plan if src == si]
         if not wanted:
             continue
-        decoded = [prep(f) for f in iter_frames(path, limit=max(e for _, e, _ in wanted))]
+        limit = max(e for _, e, _ in wanted)
+        keep = np.zeros(limit, bool)
+        for s, e, _ in wanted:
+            keep[s:e] = True
+        # Decode every frame (a stream has no random access) but hold only the planned blocks.
+        decoded = {i: prep(f) for i, f in enumerate(iter_frames(path, limit=limit)) if keep[i]}
         size = (infos[si].width, infos[si].height)
         for s, e, cal in wanted:
-            part = decoded[s:e]
+            part = [decoded[i] for i in range(s, e) if i in decoded]
             if len(part) <= cfg.window:  # the container's frame count was optimistic
                 continue
             frames = np.stack(part)
@@ -318,9 +325,7 @@ def calibration_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips
     out = []
     bar = Progress(label, len(clips))
     for i, clip in enumerate(clips):
-        # Clip frames already carry their motion channels: score them with motion switched off.
-        scorer = WindowScorer(detector, slicer, cfg.smoothing, device)
-        scorer.motion = None
+        scorer = WindowScorer(detector, slicer, cfg.smoothing, device, frames_carry_motion=True)
         out.append(scorer.push(clip.frames).cell_error)
         bar.update(i + 1, clip.name)
     return out
