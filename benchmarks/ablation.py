@@ -23,14 +23,14 @@ import torch
 from stream_detector.capture import iter_frames
 from stream_detector.config import DetectorConfig
 from stream_detector.evaluation import literature_scores, load_labelled, roc_auc
-from stream_detector.model.network import CUES, SpacetimeDetector, context_offsets
+from stream_detector.model.network import CUES
 from stream_detector.model.runtime import threshold_for
 from stream_detector.motion import MotionField, with_motion
 from stream_detector.preprocess import Preprocessor
 from stream_detector.scoring import ema, frame_scores
 from stream_detector.slicer import SpacetimeSlicer
-from stream_detector.train import (Clip, calibration_cues, combine, cue_baseline, fit_tail, load_footage,
-                                  train_network)
+from stream_detector.train import (Clip, assemble_detector, clip_cues, combine, cue_baseline, fit_tail,
+                                  load_footage, train_network)
 
 SETTINGS = [  # (label, cue weights: appearance error, motion error, speed)
     ("appearance error alone", (1.0, 0.0, 0.0)),
@@ -48,18 +48,16 @@ def dump(data: Path, out: Path, cfg: DetectorConfig) -> None:
     net, _ = train_network(footage.train, cfg, torch.device("cpu"))
     w, h = footage.working_size
     slicer = SpacetimeSlicer(w, h, cfg.window, cfg.cell, cfg.cell_stride)
-    context, last = context_offsets(cfg.window, cfg.pretext)
-    edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    det = SpacetimeDetector(net, edges, cfg.top_k, context, last).eval()  # type: ignore[arg-type]
-    cal = calibration_cues(det, slicer, footage.calibration, cfg, torch.device("cpu"))
-    seen = calibration_cues(det, slicer, footage.train, cfg, torch.device("cpu"), "training blocks")
+    det = assemble_detector(net, slicer, cfg).eval()
+    cal = clip_cues(det, slicer, footage.calibration, cfg, torch.device("cpu"))
+    seen = clip_cues(det, slicer, footage.train, cfg, torch.device("cpu"), "training blocks")
     prep = Preprocessor(w, h, cfg.color)
     test = {}
     for clip in load_labelled(data):
         frames = np.stack([prep(f) for f in iter_frames(clip.path)])
         if cfg.motion:
             frames = with_motion(frames, MotionField())
-        test[clip.name] = calibration_cues(det, slicer, [Clip(clip.name, frames, (0, 0))], cfg,
+        test[clip.name] = clip_cues(det, slicer, [Clip(clip.name, frames, (0, 0))], cfg,
                                            torch.device("cpu"))[0]
     np.savez(out, fps=footage.fps, **{f"cal{i}": c for i, c in enumerate(cal)},
              **{f"seen{i}": c for i, c in enumerate(seen)},

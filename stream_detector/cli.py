@@ -191,14 +191,11 @@ def _replay_alarms(name: str, batch: ScoreBatch, model: LoadedModel, threshold: 
     """The events the daemon would raise on this clip (default camera settings), as frame ranges."""
     from stream_detector.config import CameraConfig
     from stream_detector.evaluation import Alarm
-    from stream_detector.events import EventPolicy, EventTracker
+    from stream_detector.events import EventTracker, policy_for
     from stream_detector.messages import FrameScore
     from stream_detector.scoring import firing_cells
 
-    cam = CameraConfig(source=name)
-    tracker = EventTracker(name, EventPolicy(threshold, threshold * cam.low_threshold_ratio
-                                             if threshold > 0 else threshold,
-                                             cam.min_duration, cam.cooldown, cam.update_interval))
+    tracker = EventTracker(name, policy_for(threshold, CameraConfig(source=name)))
     fps = float(model.metadata["fps"])
     alarms: list[Alarm] = []
     open_at: tuple[int, int, tuple[int, int, int, int] | None] | None = None

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from stream_detector.config import CameraConfig
 from stream_detector.messages import Box, Event, FrameScore
 
 
@@ -20,6 +21,16 @@ class EventPolicy:
     min_duration: float = 0.5  # seconds over threshold before `start`
     cooldown: float = 2.0  # seconds under the low threshold before `end`
     update_interval: float = 5.0  # at most one `update` per this many seconds
+
+
+def policy_for(threshold: float, cfg: CameraConfig) -> EventPolicy:
+    """A camera's policy at `threshold`: the daemon and `eval`'s replay use the same one.
+
+    The low threshold is `low_threshold_ratio` of the way from 0 for a positive threshold and stays
+    below it for a negative one (a score is a baseline z-score and may be < 0).
+    """
+    low = threshold - (1.0 - cfg.low_threshold_ratio) * abs(threshold)
+    return EventPolicy(threshold, low, cfg.min_duration, cfg.cooldown, cfg.update_interval)
 
 
 def _union(a: Box | None, b: Box | None) -> Box | None:

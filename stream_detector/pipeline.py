@@ -16,7 +16,7 @@ from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.emitter import Renderer
-from stream_detector.events import EventPolicy, EventTracker
+from stream_detector.events import EventTracker, policy_for
 from stream_detector.inference import Item, Lane, Scorer
 from stream_detector.messages import Event, Frame, FrameScore, Peak, StreamState
 from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load, pick_device
@@ -124,8 +124,7 @@ def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue
     `make` builds the scorer (tests inject one that fails, to show the worker survives it).
     """
     threshold = model.threshold(cfg.false_alarms_per_hour)
-    policy = EventPolicy(threshold, cfg.low_threshold_ratio * threshold, cfg.min_duration,
-                         cfg.cooldown, cfg.update_interval)
+    policy = policy_for(threshold, cfg)
 
     def make_scorer(w: int, h: int) -> Scorer:
         model.check_source(w, h, f"camera {name}")

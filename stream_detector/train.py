@@ -265,6 +265,15 @@ def fit_tail(scores: list[np.ndarray], fps: float) -> dict[str, float]:
             "normal_frames": int(allv.size), "normal_hours": allv.size / fps / 3600.0}
 
 
+def assemble_detector(net: SpacetimeNet, slicer: SpacetimeSlicer,
+                      cfg: DetectorConfig) -> SpacetimeDetector:
+    """The exported module around a network: the slicer's cells, top-k and the pretext's offsets.
+    Baselines and calibration start neutral; `fit` fills them in."""
+    edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
+    context, last = context_offsets(cfg.window, cfg.pretext)
+    return SpacetimeDetector(net, edges, cfg.top_k, context, last)  # type: ignore[arg-type]
+
+
 def cue_baseline(held_back: np.ndarray, seen: np.ndarray,
                  cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
     """Per-cue, per-cell (center, scale) from (n, K, rows, cols) cues of normal footage.
@@ -292,13 +301,10 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
     net, final_loss = train_network(footage.train, cfg, device)
     width, height = footage.working_size
     slicer = SpacetimeSlicer(width, height, cfg.window, cfg.cell, cfg.cell_stride)
-    edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    context, last = context_offsets(cfg.window, cfg.pretext)
-    detector = SpacetimeDetector(net, edges, cfg.top_k, context, last)  # type: ignore[arg-type]
-    detector = detector.to(device).eval()
+    detector = assemble_detector(net, slicer, cfg).to(device).eval()
     weights = np.asarray(cfg.cue_weights if cfg.motion else (1.0, 0.0, 0.0), np.float32)
-    cues = calibration_cues(detector, slicer, footage.calibration, cfg, device)
-    seen = [] if footage.calibration is footage.train else calibration_cues(
+    cues = clip_cues(detector, slicer, footage.calibration, cfg, device)
+    seen = [] if footage.calibration is footage.train else clip_cues(
         detector, slicer, footage.train, cfg, device, "baseline (training blocks)")
     def warm(parts: list[np.ndarray]) -> np.ndarray:  # frames whose window holds no padding
         return np.concatenate([c[cfg.window - 1:] for c in parts] or [cues[0][:0]])
@@ -318,7 +324,7 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
     return FitReport(out_dir, seconds, final_loss, frames, threshold_for(calibration, 1.0))
 
 
-def calibration_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[Clip],
+def clip_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[Clip],
                      cfg: DetectorConfig, device: torch.device,
                      label: str = "calibrating (held-back blocks)") -> list[np.ndarray]:
     """Raw per-cell cues (n, K, rows, cols) of each clip, scored as the live path would."""

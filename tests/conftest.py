@@ -10,9 +10,9 @@ import torch
 
 from stream_detector.config import DetectorConfig
 from stream_detector.model.export import export
-from stream_detector.model.network import SpacetimeDetector, context_offsets
+from stream_detector.model.network import SpacetimeDetector
 from stream_detector.slicer import SpacetimeSlicer
-from stream_detector.train import build_network
+from stream_detector.train import assemble_detector, build_network
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -56,10 +56,7 @@ def tiny_config(**kw: object) -> DetectorConfig:
 def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSlicer]:
     torch.manual_seed(0)
     slicer = SpacetimeSlicer(cfg.width, cfg.height, cfg.window, cfg.cell, cfg.cell_stride)
-    net = build_network(cfg)
-    edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
-    context, last = context_offsets(cfg.window, cfg.pretext)
-    det = SpacetimeDetector(net, edges, cfg.top_k, context, last)  # type: ignore[arg-type]
+    det = assemble_detector(build_network(cfg), slicer, cfg)
     det.weights.fill_(1.0)  # every cue counts, so tests see appearance and motion alike
     return det.eval(), slicer
 

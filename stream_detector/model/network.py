@@ -153,8 +153,9 @@ class SpacetimeDetector(nn.Module):
         shown = a - self.first_output  # appearance channels among the predicted ones
         if shown > 0:
             appearance = self.cell_means(error[:, :shown].mean(1))
-        else:
-            appearance = self.cell_means(torch.zeros_like(error[:, 0]))
+        else:  # the network predicts motion only: no appearance error to measure
+            appearance = torch.zeros(error.shape[0], self.y0.numel(), self.x0.numel(),
+                                     dtype=error.dtype, device=error.device)
         if m == 0:
             return torch.stack([appearance, torch.zeros_like(appearance), torch.zeros_like(appearance)], 1)
         motion = self.cell_means(error[:, shown:].mean(1))

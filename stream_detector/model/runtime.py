@@ -30,10 +30,6 @@ class LoadedModel:
     path: Path
 
     @property
-    def pretext(self) -> str:
-        return str(self.metadata["pretext"])
-
-    @property
     def smoothing(self) -> float:
         return float(self.metadata["smoothing"])
 

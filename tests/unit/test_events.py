@@ -1,6 +1,7 @@
 import itertools
 
 import numpy as np
+import pytest
 
 from stream_detector.events import EventPolicy, EventTracker
 from stream_detector.messages import Box, FrameScore
@@ -60,3 +61,14 @@ def test_close_ends_an_open_event_and_warmup_never_starts() -> None:
     run(t, [9, 9, 9, 9])
     (ended,) = t.close(2000.0, 1.0)
     assert ended.type == "end" and ended.end_stream == 1.0 and t.close(0, 0) == []
+
+
+def test_policy_low_threshold_stays_below_the_threshold_whatever_its_sign() -> None:
+    from stream_detector.config import CameraConfig
+    from stream_detector.events import policy_for
+
+    cam = CameraConfig(source="x", low_threshold_ratio=0.8, min_duration=0.5, cooldown=3.0)
+    assert policy_for(2.5, cam).low_threshold == pytest.approx(2.0)  # ratio x threshold, as before
+    negative = policy_for(-0.5, cam)  # a threshold in z-score units may sit below 0
+    assert negative.low_threshold == pytest.approx(-0.6) and negative.min_duration == 0.5
+    EventTracker("x", negative)  # a tracker accepts it (low <= threshold)
