@@ -36,16 +36,12 @@ class FeatureRing:
     def __len__(self) -> int:
         return 0 if self.frames is None else int(self.frames.shape[0])
 
-    def extend(self, frames: Tensor, features: Tensor) -> None:
-        """Append a chunk and keep only the newest `capacity` entries."""
-        if self.frames is None or self.features is None:
-            all_frames, all_features = frames, features
-        else:
-            all_frames = torch.cat([self.frames, frames])
-            all_features = torch.cat([self.features, features])
-        self.frames = all_frames[-self.capacity:]
-        self.features = all_features[-self.capacity:]
-        self.seen += int(frames.shape[0])
+    def keep(self, frames: Tensor, features: Tensor, new: int) -> None:
+        """After a model call over this stream's history + `new` frames (one run, oldest first):
+        keep the run's newest `capacity` entries, as views (no copy)."""
+        self.frames = frames[-self.capacity:]
+        self.features = features[-self.capacity:]
+        self.seen += new
 
     def clear(self) -> None:
         self.frames = self.features = None

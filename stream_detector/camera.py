@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
+
 from stream_detector.capture import FrameSource
 from stream_detector.errors import SourceError
 from stream_detector.messages import Frame, StreamState
@@ -44,6 +46,11 @@ class Backoff:
 
     def reset(self) -> None:
         self._base = self.initial
+
+
+# Makes a connection's frame preparer (preprocess.FramePreparer): the model's input is computed in
+# the capture thread, where one camera's per-frame work runs beside the others'.
+Preparing = Callable[[], Callable[[np.ndarray], np.ndarray]]
 
 
 class CaptureObserver(Protocol):
@@ -85,10 +92,11 @@ class _Reader(threading.Thread):
     """
 
     def __init__(self, camera: str, open_source: Callable[[], FrameSource], fps_limit: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], prepare: Preparing | None = None) -> None:
         super().__init__(name=f"capture-{camera}-reader", daemon=False)
         self.camera = camera
         self.open_source = open_source
+        self.prepare = prepare
         self.gap = 1.0 / fps_limit if fps_limit > 0 else 0.0
         self.clock = clock
         self.handoff: queue.Queue[Frame | _Ended] = queue.Queue(maxsize=2)
@@ -115,6 +123,7 @@ class _Reader(threading.Thread):
 
     def _read(self, source: FrameSource) -> _Ended:
         index, next_due = -1, -math.inf
+        prepare = self.prepare() if self.prepare is not None else None  # per connection
         while not self._cancelled():
             if not source.grab():
                 if source.finished:
@@ -132,7 +141,8 @@ class _Reader(threading.Thread):
             image = source.retrieve()
             if image is None:
                 return _Ended("frame could not be decoded", final=False)
-            self._hand(Frame(self.camera, index, t, wall, mono, image))
+            prepared = prepare(image) if prepare is not None else None
+            self._hand(Frame(self.camera, index, t, wall, mono, image, prepared))
         return _Ended("stopped", final=True)
 
     def _cancelled(self) -> bool:
@@ -164,7 +174,7 @@ class CaptureLoop(threading.Thread):
                  fps_limit: float = 0.0, backoff: Backoff | None = None,
                  sleep: Callable[[float], object] | None = None,
                  clock: Callable[[], float] = time.monotonic, open_timeout: float = 30.0,
-                 beat: Callable[[], None] | None = None) -> None:
+                 beat: Callable[[], None] | None = None, prepare: Preparing | None = None) -> None:
         super().__init__(name=f"capture-{camera}", daemon=True)
         if stale_after <= 0 or open_timeout <= 0 or fps_limit < 0:
             raise ValueError("stale_after and open_timeout must be > 0, fps_limit >= 0")
@@ -180,6 +190,7 @@ class CaptureLoop(threading.Thread):
         self.sleep = sleep or stop.wait
         self.clock = clock
         self.beat = beat or (lambda: None)  # the supervisor's heartbeat for this thread
+        self.prepare = prepare
         self._poll = min(0.1, stale_after / 4)
         self.finished = False
         self._up: bool | None = None  # None until the first attempt succeeds or fails
@@ -215,7 +226,7 @@ class CaptureLoop(threading.Thread):
             self.beat()
 
     def _connect(self) -> _Ended:
-        reader = _Reader(self.camera, self.open_source, self.fps_limit, self.clock)
+        reader = _Reader(self.camera, self.open_source, self.fps_limit, self.clock, self.prepare)
         reader.start()
         try:
             while not self.stop.is_set():

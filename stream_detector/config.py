@@ -297,7 +297,9 @@ class CameraConfig:
     enabled: bool = True
     realtime: bool = True  # files: pace at their native frame rate (False: as fast as possible)
     loop: bool = False  # files: start again at the end
-    fps_limit: float = 0.0  # 0 = every frame; else score at most this many frames per second
+    # Frames scored per second: unset = the rate the model was fitted at (its windows and motion
+    # mean that many frames per second); 0 = every frame. Skipped frames are decoded, not converted.
+    fps_limit: float | None = None
     width: int = 0  # resize frames to width x height right after decoding (0 = keep the source size)
     height: int = 0
     false_alarms_per_hour: float = 1.0  # threshold, as a target false alarm rate on normal footage
@@ -312,7 +314,7 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "source", "must not be empty")
-        _check(0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
+        _check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
         _check((self.width == 0) == (self.height == 0), "width", "set width and height together")
         _check(self.width == 0 or 32 <= self.width <= MAX_SIDE, "width", f"must be 0 or in 32..{MAX_SIDE}")
         _check(self.height == 0 or 32 <= self.height <= MAX_SIDE, "height",

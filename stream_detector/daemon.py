@@ -25,6 +25,7 @@ from stream_detector.emitter import Emitter, Retention
 from stream_detector.inference import InferenceWorker, Item
 from stream_detector.metrics import HealthServer, Metrics
 from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel
+from stream_detector.preprocess import FramePreparer
 from stream_detector.pipeline import (
     FrameScorer,
     ScorerFactory,
@@ -35,6 +36,7 @@ from stream_detector.pipeline import (
     load_camera_model,
     open_source_for,
     renderer_for,
+    scoring_rate,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink
@@ -203,7 +205,8 @@ class Daemon:
         def make_capture() -> CaptureLoop:
             return CaptureLoop(name, lambda: open_source_for(cfg), queue, stop,
                                _Observer(self.metrics), stale_after=cfg.stale_after,
-                               fps_limit=cfg.fps_limit, beat=self.heartbeats.beater(f"capture-{name}"))
+                               fps_limit=scoring_rate(cfg, model), beat=self.heartbeats.beater(f"capture-{name}"),
+                               prepare=lambda: FramePreparer.for_model(model.metadata))
 
         capture = make_capture()
         self._captures[name] = (capture, stop, model, make_capture)

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from stream_detector.errors import SourceError
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
@@ -24,9 +24,16 @@ Item = Frame | StreamState
 
 
 class Scorer(Protocol):
+    """One camera's scorer. Scorers with the same non-None `batch_key` (one loaded model) are
+    scored in one call by `score_many`, which leaves every scorer unchanged when it raises."""
+
+    batch_key: object
+
     def reset(self) -> None: ...
 
     def score(self, frames: list[Frame]) -> list[FrameScore]: ...
+
+    def score_many(self, others: list[Any], frames: list[list[Frame]]) -> list[list[FrameScore]]: ...
 
 
 class Tracker(Protocol):
@@ -51,7 +58,7 @@ class WorkerMetrics(Protocol):
 
     def scored(self, camera: str, score: float, latency_s: float) -> None: ...
 
-    def inference(self, device: str, seconds: float) -> None: ...
+    def inference(self, device: str, seconds: float, frames: int = ...) -> None: ...
 
     def model_state(self, camera: str, loaded: bool) -> None: ...
 
@@ -87,7 +94,7 @@ class InferenceWorker(threading.Thread):
     def __init__(self, cond: threading.Condition, emit: Callable[[EventOut | ScoreOut], None],
                  metrics: WorkerMetrics, stop: threading.Event,
                  beat: Callable[[], None] = lambda: None, idle_wait: float = 0.5,
-                 chunk: int = 32) -> None:
+                 chunk: int = 32, linger: float = 0.005) -> None:
         super().__init__(name="inference", daemon=True)
         self.cond = cond
         self.emit = emit
@@ -96,6 +103,7 @@ class InferenceWorker(threading.Thread):
         self.beat = beat
         self.idle_wait = idle_wait
         self.chunk = chunk
+        self.linger = linger  # once woken, how long to wait for the other cameras' frames
         self._lanes: dict[str, Lane] = {}
         self._commands: list[tuple[str, Lane | str]] = []
 
@@ -118,7 +126,8 @@ class InferenceWorker(threading.Thread):
         while True:
             self.beat()
             with self.cond:
-                self.cond.wait_for(self._has_work, self.idle_wait)
+                if self.cond.wait_for(self._has_work, self.idle_wait) and self.linger > 0:
+                    self.cond.wait_for(self._every_lane_has_frames, self.linger)  # fuller calls
                 commands, self._commands = self._commands, []
                 stopping = self.stop.is_set()
             for kind, arg in commands:
@@ -129,22 +138,53 @@ class InferenceWorker(threading.Thread):
                     lane = self._lanes.pop(str(arg), None)
                     if lane is not None:
                         self._close(lane, "camera removed")
-            for lane in list(self._lanes.values()):
-                self.metrics.queue_depth(lane.name, len(lane.queue))
-                try:
-                    self._handle(lane, lane.queue.get_all())
-                except Exception:  # noqa: BLE001 - one camera's fault must not end the worker
-                    log.exception("camera %s: scoring failed; rebuilding its scorer", lane.name)
-                    self.metrics.scoring_failed(lane.name)
-                    lane.scorer, lane.size = None, None  # rebuilt at the next frame, windows reset
+            self._serve(list(self._lanes.values()))
             if stopping:
                 for lane in self._lanes.values():
                     self._close(lane, "stopped")
                 return
 
+    def _every_lane_has_frames(self) -> bool:
+        return self.stop.is_set() or bool(self._commands) or all(
+            len(lane.queue) for lane in self._lanes.values())
+
     def _has_work(self) -> bool:
         return (self.stop.is_set() or bool(self._commands)
                 or any(len(lane.queue) for lane in self._lanes.values()))
+
+    def _serve(self, lanes: list[Lane]) -> None:
+        """Every lane's queued items, in order per lane. The frames each lane has before its first
+        stream-state message are scored across cameras, several in one model call; what follows
+        such a message (rare: a stream went down or up) is handled lane by lane."""
+        ready: list[tuple[Lane, list[Frame]]] = []
+        rest: list[tuple[Lane, list[Item]]] = []
+        for lane in lanes:
+            self.metrics.queue_depth(lane.name, len(lane.queue))
+            items = lane.queue.get_all()
+            cut = next((i for i, x in enumerate(items) if not isinstance(x, Frame)), len(items))
+            frames = self._guarded(lane, self._scorable, lane, items[:cut])
+            if frames:
+                ready.append((lane, frames))
+            if cut < len(items):
+                rest.append((lane, items[cut:]))
+        groups: dict[object, list[tuple[Lane, list[Frame]]]] = {}
+        for lane, frames in ready:
+            key = getattr(lane.scorer, "batch_key", None)
+            groups.setdefault(id(lane) if key is None else key, []).append((lane, frames))
+        for members in groups.values():
+            self._score_group(members)
+        for lane, items in rest:
+            self._guarded(lane, self._handle, lane, items)
+
+    def _guarded(self, lane: Lane, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run one camera's step; a fault is logged and counted, and that camera's scorer rebuilt."""
+        try:
+            return fn(*args)
+        except Exception:  # noqa: BLE001 - one camera's fault must not end the worker
+            log.exception("camera %s: scoring failed; rebuilding its scorer", lane.name)
+            self.metrics.scoring_failed(lane.name)
+            lane.scorer, lane.size = None, None  # rebuilt at the next frame, windows reset
+            return None
 
     def _handle(self, lane: Lane, items: list[Item]) -> None:
         """Frames in runs between stream-state messages, each handled where it was queued."""
@@ -153,32 +193,65 @@ class InferenceWorker(threading.Thread):
             if isinstance(item, Frame):
                 run.append(item)
                 continue
-            self._score(lane, run)
+            self._score_group([(lane, self._scorable(lane, run))])
             run = []
             if not item.up:
                 if lane.scorer is not None:
                     lane.scorer.reset()  # its past is gone: windows must not span the gap
                 self._close(lane, f"stream lost: {item.reason}", item.wall_time)
-        self._score(lane, run)
+        self._score_group([(lane, self._scorable(lane, run))])
 
-    def _score(self, lane: Lane, frames: list[Frame]) -> None:
+    def _scorable(self, lane: Lane, frames: list[Frame]) -> list[Frame]:
+        """The frames this lane's scorer can take, on the camera's timeline; [] if it has none."""
         if not frames:
-            return
+            return []
         h, w = frames[-1].image.shape[:2]
         if lane.size != (w, h) and not self._rebuild(lane, w, h):
-            return
+            return []
         if lane.scorer is None:
-            return
-        frames = [self._on_timeline(lane, f) for f in frames if f.image.shape[:2] == (h, w)]
-        for i in range(0, len(frames), self.chunk):  # bounded calls: the heartbeat keeps beating
-            self.beat()
-            self._score_chunk(lane, frames[i:i + self.chunk])
+            return []
+        return [self._on_timeline(lane, f) for f in frames if f.image.shape[:2] == (h, w)]
 
-    def _score_chunk(self, lane: Lane, frames: list[Frame]) -> None:
-        assert lane.scorer is not None
+    def _score_group(self, members: list[tuple[Lane, list[Frame]]]) -> None:
+        """Lanes sharing a model: calls of at most `chunk` frames in all (bounded calls keep the
+        heartbeat beating), each taking every lane's oldest frames."""
+        members = [(lane, frames) for lane, frames in members if frames]
+        while members:
+            share = max(1, self.chunk // len(members))
+            self.beat()
+            self._call([(lane, frames[:share]) for lane, frames in members])
+            members = [(lane, frames[share:]) for lane, frames in members if len(frames) > share]
+
+    def _call(self, part: list[tuple[Lane, list[Frame]]]) -> None:
+        """One model call; if a joint call fails, each lane alone, so the faulty one is found."""
+        part = [(lane, frames) for lane, frames in part if lane.scorer is not None]
+        lanes = [lane for lane, _ in part]
+        if not part:
+            return
         started = time.perf_counter()
-        scores = lane.scorer.score(frames)
-        self.metrics.inference(lane.device, time.perf_counter() - started)
+        if len(part) > 1:
+            try:
+                first = lanes[0].scorer
+                assert first is not None
+                results = first.score_many([lane.scorer for lane in lanes], [f for _, f in part])
+            except Exception:  # noqa: BLE001 - the lanes are tried alone below
+                log.warning("a joint model call failed; scoring its %d cameras one by one", len(part))
+                for lane, frames in part:
+                    self._guarded(lane, self._call, [(lane, frames)])
+                return
+        else:
+            lane, frames = part[0]
+            assert lane.scorer is not None
+            scores = self._guarded(lane, lane.scorer.score, frames)
+            if scores is None:
+                return
+            results = [scores]
+        self.metrics.inference(part[0][0].device, time.perf_counter() - started,
+                               sum(len(f) for _, f in part))
+        for (lane, frames), scores in zip(part, results):
+            self._guarded(lane, self._observe, lane, frames, scores)
+
+    def _observe(self, lane: Lane, frames: list[Frame], scores: list[FrameScore]) -> None:
         now = time.monotonic()
         for f, s in zip(frames, scores):
             self.metrics.scored(lane.name, s.score, now - f.mono_time)

@@ -31,6 +31,7 @@ EVENT_TYPES = ("start", "update", "end")
 # Capture -> scored/published spans queueing plus one model call: milliseconds on a GPU, seconds on
 # a busy CPU. The buckets cover both so p95 stays meaningful either way.
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 INFERENCE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 PREFIX = "stream_detector_"
 
@@ -87,6 +88,9 @@ class Metrics:
         self._inference = histogram(
             "inference_seconds", "Seconds per model call (one batch).", ("device",),
             INFERENCE_BUCKETS)
+        self._batch = histogram(
+            "inference_batch_frames", "Frames scored per model call, all cameras together.",
+            ("device",), BATCH_BUCKETS)
         self._mqtt_connected = self._publish_failures = None
         if mqtt:
             self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the broker.", ())
@@ -193,8 +197,9 @@ class Metrics:
         with self._lock:
             self._loaded_state[camera] = loaded
 
-    def inference(self, device: str, seconds: float) -> None:
+    def inference(self, device: str, seconds: float, frames: int = 1) -> None:
         self._inference.labels(device).observe(seconds)
+        self._batch.labels(device).observe(frames)
 
     def scored(self, camera: str, score: float, latency_s: float) -> None:
         """One frame scored: `latency_s` is monotonic time from its capture to now."""

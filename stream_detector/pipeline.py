@@ -20,31 +20,53 @@ from stream_detector.events import EventTracker, policy_for
 from stream_detector.inference import Item, Lane, Scorer
 from stream_detector.messages import Event, Frame, FrameScore, Peak, StreamState
 from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load, pick_device
-from stream_detector.preprocess import Preprocessor
+from stream_detector.preprocess import FramePreparer
 from stream_detector.report import snapshot
-from stream_detector.scoring import WindowScorer, firing_cells
+from stream_detector.scoring import ScoreBatch, WindowScorer, firing_cells, score_together
 
 DEMO_SOURCE = "demo"  # camera source naming the built-in demo stream
 
 
 class FrameScorer:
-    """One camera's causal scorer: raw frames in, FrameScore messages (with region) out."""
+    """One camera's causal scorer: raw frames in, FrameScore messages (with region) out.
+
+    Frames usually arrive prepared by the capture thread (preprocessed, with motion); others are
+    prepared here. Cameras of one loaded model share `batch_key` and are scored together.
+    """
 
     def __init__(self, model: LoadedModel, threshold: float, ignore: np.ndarray | None = None) -> None:
         self.model = model
         self.threshold = threshold
-        self.preprocess = Preprocessor.for_model(model.metadata)
+        self.prepare = FramePreparer.for_model(model.metadata)
         self.scorer = WindowScorer(model.module, model.slicer, model.smoothing,
-                                   model.device, top_k=int(model.metadata.get("top_k", 1)), ignore=ignore)
+                                   model.device, top_k=int(model.metadata.get("top_k", 1)), ignore=ignore,
+                                   frames_carry_motion=True)
+
+    @property
+    def batch_key(self) -> object:
+        return self.model.module
 
     def reset(self) -> None:
         self.scorer.reset()
+        self.prepare = FramePreparer.for_model(self.model.metadata)
 
     def score(self, frames: list[Frame]) -> list[FrameScore]:
         """Score consecutive frames of this camera (a batch amortises the model call)."""
         if not frames:
             return []
-        batch = self.scorer.push(np.stack([self.preprocess(f.image) for f in frames]))
+        return self.verdicts(frames, self.scorer.push(self.model_input(frames)))
+
+    def score_many(self, scorers: list[FrameScorer], frames: list[list[Frame]]) -> list[list[FrameScore]]:
+        """Several cameras of this model, each with its next frames, in one model call."""
+        inputs = [s.model_input(f) for s, f in zip(scorers, frames)]
+        batches = score_together([s.scorer for s in scorers], inputs)
+        return [s.verdicts(f, b) for s, f, b in zip(scorers, frames, batches)]
+
+    def model_input(self, frames: list[Frame]) -> np.ndarray:
+        return np.stack([f.prepared if f.prepared is not None else self.prepare(f.image)
+                         for f in frames])
+
+    def verdicts(self, frames: list[Frame], batch: ScoreBatch) -> list[FrameScore]:
         out = []
         for i, f in enumerate(frames):
             h, w = f.image.shape[:2]
@@ -131,6 +153,15 @@ def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue
         return make(model, threshold, ignore_mask(model, cfg.ignore, w, h))
 
     return Lane(name, queue, EventTracker(name, policy), make_scorer, model.device.type)
+
+
+def scoring_rate(cfg: CameraConfig, model: LoadedModel) -> float:
+    """Frames per second to score: the camera's fps_limit, else the rate the model was fitted at
+    (a 25 fps camera under a 10 fps model is scored at 10 fps: the model's windows span the time,
+    and its motion the per-frame displacement, it learned). 0 = every frame."""
+    if cfg.fps_limit is not None:
+        return cfg.fps_limit
+    return float(model.metadata.get("fps") or 0.0)
 
 
 def renderer_for(name: str, model: LoadedModel, threshold: float) -> Renderer:

@@ -7,13 +7,16 @@ moving average over past scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from stream_detector.buffer import FeatureRing
+from stream_detector.model.network import CUES
 from stream_detector.motion import MotionField, with_motion
 from stream_detector.slicer import SpacetimeSlicer
 
@@ -35,7 +38,8 @@ class WindowScorer:
 
     `detector` is the exported module (TorchScript) or its eager twin: anything with `encode`,
     `spatial_channels`, `motion_channels` and forward(frames, features, windows) returning
-    (prediction, cell_error, cell_score, frame_score).
+    (prediction, cell_error, cell_score, frame_score). Streams that share a detector can be
+    scored in one model call with `score_together`.
     """
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, smoothing: float,
@@ -46,9 +50,11 @@ class WindowScorer:
         self.smoothing = smoothing
         self.device = device
         self.chunk = chunk
-        # Fitting passes frames whose flow it computed once for training; live frames get it here.
-        wants_motion = bool(int(detector.motion_channels)) and not frames_carry_motion
-        self.motion = MotionField() if wants_motion else None
+        self.wants_motion = bool(int(detector.motion_channels))
+        # Fitting passes frames whose flow it computed once for training, and the daemon's capture
+        # threads prepare theirs; other callers' frames get it here.
+        self.carries_motion = frames_carry_motion
+        self.motion = MotionField() if self.wants_motion else None
         self.ring = FeatureRing(slicer.window - 1)
         self._ema: float | None = None
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
@@ -63,43 +69,96 @@ class WindowScorer:
             self.motion.reset()
         self._ema = None
 
-    @torch.no_grad()
-    def push(self, frames: np.ndarray) -> ScoreBatch:
-        """Score (n, C, H, W) (or (n, H, W) gray) preprocessed frames that follow earlier pushes."""
+    def model_input(self, frames: np.ndarray, carries_motion: bool | None = None) -> np.ndarray:
+        """(n, C, H, W) (or (n, H, W) gray) preprocessed frames -> the model's input, with motion."""
         if frames.ndim == 3:
             frames = frames[:, None]
-        if self.motion is not None:
+        carried = self.carries_motion if carries_motion is None else carries_motion
+        if self.motion is not None and not carried:
             frames = with_motion(frames, self.motion)
-        first = self.ring.seen
-        parts = [self._push_chunk(frames[i:i + self.chunk]) for i in range(0, len(frames), self.chunk)]
-        cell_error = np.concatenate([p[0] for p in parts])
-        cell_score = np.concatenate([p[1] for p in parts])
-        raw = np.concatenate([p[2] for p in parts])
+        return frames
+
+    def push(self, frames: np.ndarray, carries_motion: bool | None = None) -> ScoreBatch:
+        """Score preprocessed frames that follow earlier pushes."""
+        x = self.model_input(frames, carries_motion)
+        if not len(x):
+            rows, cols = self.slicer.grid
+            none = np.zeros((0, rows, cols), np.float32)
+            return self.finish(np.zeros((0, len(CUES), rows, cols), np.float32), none,
+                               np.zeros(0, np.float32))
+        return merge([score_together([self], [x[i:i + self.chunk]])[0]
+                      for i in range(0, len(x), self.chunk)])
+
+    def finish(self, cell_error: np.ndarray, cell_score: np.ndarray, raw: np.ndarray) -> ScoreBatch:
+        """This stream's share of a model call: masks, smoothing and warm-up flags."""
+        first = self.ring.seen - len(raw)
         if self.ignore is not None:
             cell_score = np.where(self.ignore, -np.inf, cell_score)
             raw = frame_scores(cell_score, self.top_k)
         smooth = ema(raw, self.smoothing, self._ema)
         self._ema = float(smooth[-1]) if len(smooth) else self._ema
-        idx = np.arange(first, first + len(raw))
-        warmup = idx < self.slicer.window - 1
+        warmup = np.arange(first, first + len(raw)) < self.slicer.window - 1
         return ScoreBatch(first, cell_error, cell_score, raw, smooth, warmup)
 
-    def _push_chunk(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)).to(self.device)
-        feats = self.detector.encode(x)
-        history = len(self.ring)
-        offset = self.ring.seen - history  # global index of all_x[0]
+
+@torch.no_grad()
+def score_together(scorers: Sequence[WindowScorer], inputs: Sequence[np.ndarray]) -> list[ScoreBatch]:
+    """The next frames of several streams scored in one model call; all share one detector.
+
+    inputs[i] is (n_i, C, H, W) model input (with motion) following scorer i's earlier frames.
+    New frames are encoded together; each stream's cached history and new features are laid end to
+    end, and window indices point into that run, so one forward scores every window. Streams'
+    state changes only once the call has succeeded: a failed call leaves every scorer as it was.
+    """
+    first = scorers[0]
+    detector, device = first.detector, first.device
+    x = torch.from_numpy(np.ascontiguousarray(np.concatenate(inputs), dtype=np.float32))
+    if device.type == "cuda":  # page-locked staging lets the copy run asynchronously
+        x = x.pin_memory().to(device, non_blocking=True)
+    feats = detector.encode(x)
+    runs_x: list[Tensor] = []
+    runs_f: list[Tensor] = []
+    windows: list[list[int]] = []
+    spans: list[tuple[int, int, int]] = []  # (start, end, new frames) of each stream's run
+    at = base = 0
+    for scorer, chunk in zip(scorers, inputs):
+        n, history = len(chunk), len(scorer.ring)
         if history:
-            assert self.ring.frames is not None and self.ring.features is not None
-            all_x = torch.cat([self.ring.frames, x])
-            all_f = torch.cat([self.ring.features, feats])
+            assert scorer.ring.frames is not None and scorer.ring.features is not None
+            runs_x.append(scorer.ring.frames)
+            runs_f.append(scorer.ring.features)
+        runs_x.append(x[at:at + n])
+        runs_f.append(feats[at:at + n])
+        offset = scorer.ring.seen - history - base  # stream index -> index in the joint run
+        windows += [[i - offset for i in scorer.slicer.window_indices(t)]
+                    for t in range(scorer.ring.seen, scorer.ring.seen + n)]
+        spans.append((base, base + history + n, n))
+        at += n
+        base += history + n
+    all_x = torch.cat(runs_x) if len(runs_x) > 1 else runs_x[0]
+    all_f = torch.cat(runs_f) if len(runs_f) > 1 else runs_f[0]
+    out = detector(all_x, all_f, torch.tensor(windows, device=device))
+    cell_error, cell_score, raw = (t.float().cpu().numpy() for t in (out[1], out[2], out[3]))
+    batches, row = [], 0
+    for scorer, (start, end, n) in zip(scorers, spans):
+        if len(spans) > 1:  # a view would keep the whole joint run alive: copy this stream's part
+            keep = max(start, end - scorer.ring.capacity)
+            scorer.ring.keep(all_x[keep:end].clone(), all_f[keep:end].clone(), n)
         else:
-            all_x, all_f = x, feats
-        targets = range(self.ring.seen, self.ring.seen + len(frames))
-        windows = torch.tensor([self.slicer.window_indices(t) for t in targets], device=self.device)
-        out = self.detector(all_x, all_f, windows - offset)
-        self.ring.extend(x, feats)
-        return (out[1].cpu().numpy(), out[2].cpu().numpy(), out[3].cpu().numpy())
+            scorer.ring.keep(all_x, all_f, n)
+        batches.append(scorer.finish(cell_error[row:row + n], cell_score[row:row + n],
+                                     raw[row:row + n]))
+        row += n
+    return batches
+
+
+def merge(batches: Sequence[ScoreBatch]) -> ScoreBatch:
+    """Consecutive batches of one stream as one."""
+    if len(batches) == 1:
+        return batches[0]
+    return ScoreBatch(batches[0].first_index,
+                      *(np.concatenate([getattr(b, f) for b in batches])
+                        for f in ("cell_error", "cell_score", "raw_score", "score", "warmup")))
 
 
 def score_frames(detector: Any, slicer: SpacetimeSlicer, smoothing: float,

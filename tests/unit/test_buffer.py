@@ -7,8 +7,10 @@ from stream_detector.buffer import DropPolicy, FeatureRing, FrameQueue
 
 def test_feature_ring_keeps_newest_and_counts_all() -> None:
     ring = FeatureRing(capacity=3)
-    ring.extend(torch.arange(2.0).view(2, 1, 1, 1), torch.arange(2.0).view(2, 1, 1, 1))
-    ring.extend(torch.arange(2.0, 6.0).view(4, 1, 1, 1), torch.arange(2.0, 6.0).view(4, 1, 1, 1))
+    ring.keep(torch.arange(2.0).view(2, 1, 1, 1), torch.arange(2.0).view(2, 1, 1, 1), 2)
+    assert len(ring) == 2 and ring.seen == 2
+    run = torch.arange(6.0).view(6, 1, 1, 1)  # its history (0, 1) and four new frames
+    ring.keep(run, run, 4)
     assert len(ring) == 3 and ring.seen == 6
     assert ring.frames is not None and ring.frames.flatten().tolist() == [3.0, 4.0, 5.0]
     ring.clear()

@@ -5,6 +5,7 @@ crash recovery, snapshots, retention, the WAL), and the in-process Daemon's /hea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -157,6 +158,63 @@ def test_a_scoring_fault_rebuilds_that_scorer_and_the_worker_goes_on(
     assert w.built == 2 and w.worker.is_alive()
     assert any("camera door: scoring failed; rebuilding its scorer" in r.getMessage()
                for r in caplog.records)
+
+
+class JointScorer(ScriptedScorer):
+    """A ScriptedScorer that shares model calls with the others of its `batch_key`."""
+
+    batch_key = "one model"
+    calls: list[list[int]] = []  # frames per camera in each joint call, shared by the class
+
+    def score_many(self, scorers: list[JointScorer], frames: list[list[Frame]]) -> list[list[FrameScore]]:
+        if any(s.fail for s in scorers):
+            raise RuntimeError("injected scoring fault in a joint call")
+        JointScorer.calls.append([len(f) for f in frames])
+        return [s.score(f) for s, f in zip(scorers, frames)]
+
+
+def test_cameras_of_one_model_share_calls_and_a_faulty_one_is_isolated(
+        caplog: pytest.LogCaptureFixture) -> None:
+    JointScorer.calls = []
+    cond, out, stop = threading.Condition(), [], threading.Event()
+    metrics = Metrics(CollectorRegistry())
+    worker = InferenceWorker(cond, out.append, metrics, stop, chunk=4, linger=0.5)
+    good = {name: JointScorer() for name in ("a", "b", "c")}
+    bad = JointScorer(fail=True)
+    queues = {}
+    for name in ("a", "b", "c"):
+        queues[name] = FrameQueue(100, cond=cond, keep=is_stream_state)
+        scorers = iter([bad, good[name]] if name == "c" else [good[name]])
+        worker.add(Lane(name, queues[name], EventTracker(name, POLICY), lambda w, h, s=scorers: next(s)))
+    for i in range(3):  # three frames per camera, queued before the worker starts
+        for name in ("a", "b", "c"):
+            queues[name].put(dataclasses.replace(frame(i / 10, LOW, i), camera=name))
+    worker.start()
+    try:
+        deadline = time.monotonic() + 5
+        while good["a"].scored < 3 or good["b"].scored < 3:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert metrics_value(metrics, "scoring_errors_total", {"camera": "c"}) == 1
+        assert good["c"].scored == 0 and bad.scored == 0  # c's frames went with its scorer
+        with cond:  # all at once (the condition is reentrant), so the worker sees them together
+            for i in range(3, 5):  # c's rebuilt scorer now joins the others' calls
+                for name in ("a", "b", "c"):
+                    queues[name].put(dataclasses.replace(frame(i / 10, LOW, i), camera=name))
+        while good["c"].scored < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # chunk 4 over 3 cameras: a frame each per call; once c failed, a and b went on together
+        assert [1, 1] in JointScorer.calls and JointScorer.calls[-1] == [1, 1, 1]
+    finally:
+        stop.set()
+        worker.wake()
+        worker.join(5)
+    assert any("a joint model call failed" in r.getMessage() for r in caplog.records)
+
+
+def metrics_value(metrics: Metrics, name: str, labels: dict[str, str]) -> float:
+    return metrics.registry.get_sample_value(f"stream_detector_{name}", labels) or 0.0
 
 
 # --- the emitter -----------------------------------------------------------------------------------

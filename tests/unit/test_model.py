@@ -13,7 +13,7 @@ from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE
 from stream_detector.model.manifest import sign
-from stream_detector.scoring import WindowScorer, ema, frame_scores, score_frames
+from stream_detector.scoring import WindowScorer, ema, frame_scores, score_frames, score_together
 from stream_detector.train import cell_baseline, fit_tail, onset_rate
 
 
@@ -216,3 +216,53 @@ def test_calibration_blocks_are_held_back_and_spread_over_the_footage() -> None:
     one = plan_blocks([100], cap=6000, holdout=0.25)  # a single short clip is split in time
     assert one == [(0, 0, 75, False), (0, 75, 100, True)]
     assert not any(p[3] for p in plan_blocks([180] * 4, cap=6000, holdout=0.0))
+
+
+def test_streams_scored_together_equal_each_scored_alone() -> None:
+    det, slicer = build_detector(tiny_config(pretext="motion"))
+    clips = [frames(14, seed=s) for s in (3, 4, 5)]
+    alone = [WindowScorer(det, slicer, 0.5, torch.device("cpu"), top_k=det.top_k).push(c) for c in clips]
+    joint = [WindowScorer(det, slicer, 0.5, torch.device("cpu"), top_k=det.top_k) for _ in clips]
+    inputs = [s.model_input(c) for s, c in zip(joint, clips)]
+    # Uneven steps per stream, and a stream that joins late: each keeps its own history.
+    steps = [(0, 3, 2), (3, 4, 0), (4, 9, 6), (9, 14, 14)]
+    got: list[list[np.ndarray]] = [[], [], []]
+    start = [0, 0, 0]
+    for _, end_a, end_c in steps:
+        ends = [end_a, end_a, end_c]
+        members = [i for i in range(3) if ends[i] > start[i]]
+        out = score_together([joint[i] for i in members], [inputs[i][start[i]:ends[i]] for i in members])
+        for i, b in zip(members, out):
+            got[i].append(b.score)
+            start[i] = ends[i]
+    for i in range(3):
+        np.testing.assert_allclose(np.concatenate(got[i]), alone[i].score, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_joint_call_leaves_every_stream_unchanged() -> None:
+    det, slicer = build_detector(tiny_config(pretext="motion"))
+
+    class Faulty(torch.nn.Module):  # the real detector, whose forward fails when told to
+        def __init__(self) -> None:
+            super().__init__()
+            self.det, self.fail = det, False
+            self.encode, self.motion_channels = det.encode, det.motion_channels
+
+        def forward(self, *args: torch.Tensor) -> object:
+            if self.fail:
+                raise RuntimeError("injected")
+            return self.det(*args)
+
+    faulty = Faulty()
+    a, b = (WindowScorer(faulty, slicer, 0.5, torch.device("cpu")) for _ in range(2))
+    xa, xb = a.model_input(frames(12, seed=1)), b.model_input(frames(12, seed=2))
+    score_together([a, b], [xa[:5], xb[:5]])
+    kept = (a.ring.seen, b.ring.seen, a.ring.frames, b.ring.frames, a._ema, b._ema)
+    faulty.fail = True
+    with pytest.raises(RuntimeError):
+        score_together([a, b], [xa[5:], xb[5:]])
+    assert (a.ring.seen, b.ring.seen, a.ring.frames, b.ring.frames, a._ema, b._ema) == kept
+    faulty.fail = False
+    rest = score_together([a, b], [xa[5:], xb[5:]])[0].score
+    whole = WindowScorer(det, slicer, 0.5, torch.device("cpu")).push(frames(12, seed=1)).score
+    np.testing.assert_allclose(rest, whole[5:], rtol=1e-5, atol=1e-6)

@@ -1,10 +1,14 @@
 import numpy as np
+import pytest
 import torch
 
 from conftest import build_detector, export_tiny, tiny_config
+from stream_detector.capture import iter_frames
+from stream_detector.config import CameraConfig
 from stream_detector.model import runtime
-from stream_detector.preprocess import Preprocessor
-from stream_detector.scoring import score_frames
+from stream_detector.pipeline import scoring_rate
+from stream_detector.preprocess import FramePreparer, Preprocessor
+from stream_detector.scoring import WindowScorer, score_frames
 
 
 def test_gray_and_colour_shapes_and_range() -> None:
@@ -28,3 +32,32 @@ def test_colour_model_exports_loads_and_scores(tmp_path) -> None:  # type: ignor
     frames = np.stack([prep(rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)) for _ in range(6)])
     batch = score_frames(model.module, model.slicer, 0.5, torch.device("cpu"), frames)
     assert batch.cell_score.shape == (6, *slicer.grid) and np.isfinite(batch.score).all()
+
+
+@pytest.mark.parametrize("color", [False, True])
+def test_frames_prepared_in_capture_score_as_frames_prepared_by_the_scorer(vtest, color: bool) -> None:  # type: ignore[no-untyped-def]
+    """The daemon computes preprocessing and motion in the capture thread; fitting and eval let the
+    scorer do it. Both must give the model the same input, so the same scores."""
+    cfg = tiny_config(color=color, pretext="motion")
+    det, slicer = build_detector(cfg)
+    meta = {"working_size": [cfg.width, cfg.height], "color": color, "motion": True}
+    raw = [f for _, f in zip(range(12), iter_frames(vtest))]
+    prepare = FramePreparer.for_model(meta)
+    prepared = np.stack([prepare(f) for f in raw])
+    plain = np.stack([Preprocessor.for_model(meta)(f) for f in raw])
+    assert prepared.shape[1] == plain.shape[1] + 2 and np.abs(prepared[1:, -2:]).max() > 0
+    assert not prepared[0, -2:].any()  # the first frame of a connection has no motion
+    a = WindowScorer(det, slicer, 0.5, torch.device("cpu"), frames_carry_motion=True).push(prepared)
+    b = WindowScorer(det, slicer, 0.5, torch.device("cpu")).push(plain)
+    np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-6)
+
+
+def test_a_camera_is_scored_at_its_models_rate_unless_it_says_otherwise(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tiny_config()
+    det, slicer = build_detector(cfg)
+    model = runtime.load(export_tiny(det, cfg, slicer, tmp_path / "m"), "cpu")
+    fitted = float(model.metadata["fps"])
+    assert fitted > 0
+    assert scoring_rate(CameraConfig(source="cam.mp4"), model) == fitted
+    assert scoring_rate(CameraConfig(source="cam.mp4", fps_limit=0.0), model) == 0.0  # every frame
+    assert scoring_rate(CameraConfig(source="cam.mp4", fps_limit=4.0), model) == 4.0
