@@ -290,6 +290,10 @@ MAX_SIDE = 4096  # pixels: the model works at ~200 px; a larger resize target is
 # would fill the frame queue with gigabytes
 
 
+CAPTURES = ("auto", "opencv", "ffmpeg")
+HWACCEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
 @dataclass(frozen=True)
 class CameraConfig:
     source: str  # rtsp://, http(s)://, tcp://, udp://, a file path, or a USB device index ("0")
@@ -311,10 +315,21 @@ class CameraConfig:
     queue_size: int = 16  # frames between capture and scoring; the oldest are dropped when full
     ignore: tuple[tuple[tuple[float, float], ...], ...] = ()  # polygons in source pixels [[x,y],...]
     snapshot: bool = True
+    # How frames are read: "ffmpeg" runs one ffmpeg process per camera, so a camera whose open hangs
+    # never delays another's (OpenCV opens captures one at a time); "opencv" decodes in-process;
+    # "auto" is ffmpeg for network streams when the ffmpeg program is installed, else opencv.
+    capture: str = "auto"
+    hwaccel: str = ""  # ffmpeg capture: decode with `-hwaccel VALUE` (cuda, vaapi, qsv, auto, ...)
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "source", "must not be empty")
         _check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
+        _check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
+        _check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
+               "ffmpeg reads files and network streams; a USB device needs auto or opencv")
+        _check(len(self.hwaccel) <= 32 and set(self.hwaccel) <= HWACCEL_CHARS, "hwaccel",
+               "must be an ffmpeg -hwaccel name (a-z, 0-9, '_', at most 32 characters)")
+        _check(not self.hwaccel or self.capture == "ffmpeg", "hwaccel", 'needs capture = "ffmpeg"')
         _check((self.width == 0) == (self.height == 0), "width", "set width and height together")
         _check(self.width == 0 or 32 <= self.width <= MAX_SIDE, "width", f"must be 0 or in 32..{MAX_SIDE}")
         _check(self.height == 0 or 32 <= self.height <= MAX_SIDE, "height",

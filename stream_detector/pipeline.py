@@ -11,7 +11,14 @@ import cv2
 import numpy as np
 
 from stream_detector.buffer import FrameQueue
-from stream_detector.capture import FrameSource, OpenCVSource, ResizedSource, source_kind
+from stream_detector.capture import (
+    FFmpegSource,
+    FrameSource,
+    OpenCVSource,
+    ResizedSource,
+    capture_backend,
+    source_kind,
+)
 from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
@@ -99,12 +106,15 @@ def ignore_mask(model: LoadedModel, polygons: tuple[tuple[tuple[float, float], .
 
 
 def open_source_for(cfg: CameraConfig) -> FrameSource:
-    """The camera's source: the demo stream or OpenCV, resized if the camera sets width/height."""
+    """The camera's source: the demo stream, or its `capture` (an ffmpeg process or OpenCV), resized
+    if the camera sets width/height."""
     source: FrameSource
     if cfg.source == DEMO_SOURCE:
         inner = OpenCVSource(str(DEMO_VIDEO), realtime=cfg.realtime, loop=True,
                              read_timeout=cfg.stale_after + 2)
         source = DemoSource(inner, Injection(300, 380), period=795)
+    elif capture_backend(cfg) == "ffmpeg":
+        source = FFmpegSource.from_config(cfg)
     else:
         source = OpenCVSource.from_config(cfg)
     return ResizedSource(source, cfg.width, cfg.height) if cfg.width else source

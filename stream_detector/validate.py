@@ -1,5 +1,6 @@
 """What a config needs from this machine, checked before anything starts: storage, ports, hosts,
-TLS files and local video files. `run`, SIGHUP reloads and `check-config` all call `check_environment`.
+TLS files, local video files and the ffmpeg program. `run`, SIGHUP reloads and `check-config` all
+call `check_environment`.
 
 Checks only look: nothing is created, no connection is made (a port is bound and released at once).
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from stream_detector.capture import source_kind, video_info
+from stream_detector.capture import ffmpeg_hwaccels, ffmpeg_missing, source_kind, video_info
 from stream_detector.config import (
     CameraConfig,
     DaemonConfig,
@@ -39,6 +40,7 @@ def check_environment(cfg: DaemonConfig, running: DaemonConfig | None = None) ->
         check_mqtt(cfg.mqtt, where)
     for name, cam in cfg.cameras.items():
         check_source(name, cam, where)
+        check_capture(name, cam, where)
 
 
 def check_storage(storage: StorageConfig, where: str) -> None:
@@ -152,6 +154,20 @@ def check_source(name: str, cam: CameraConfig, where: str) -> None:
         video_info(Path(cam.source))
     except SourceError as exc:
         raise ConfigError(f"{key}: {exc}") from None
+
+
+def check_capture(name: str, cam: CameraConfig, where: str) -> None:
+    """capture = "ffmpeg" needs the ffmpeg program (auto falls back to OpenCV without it), and a
+    `hwaccel` this ffmpeg knows: else every open of the camera would fail the same way."""
+    if cam.capture != "ffmpeg":
+        return
+    if missing := ffmpeg_missing():
+        raise ConfigError(f'{where}: cameras.{name}.capture: "ffmpeg" needs {missing}')
+    if cam.hwaccel and cam.hwaccel not in ("auto", "none"):
+        known = ffmpeg_hwaccels()
+        if cam.hwaccel not in known:
+            raise ConfigError(f"{where}: cameras.{name}.hwaccel: {cam.hwaccel!r} is not a method "
+                              f"this ffmpeg knows (known: {', '.join(known) or 'none'}, auto)")
 
 
 class _Model(Protocol):

@@ -1,4 +1,5 @@
-"""rtsp_server.py as a child process for tests: a camera URL that can die, hang and come back.
+"""rtsp_server.py as a child process for tests: a camera URL that can die, hang and come back; and
+what capture-loop tests share (an observer that counts, waiting for a frame).
 
 The server needs GStreamer's introspection bindings, which the system Python has and venvs lack;
 GI_PYTHON names that interpreter.
@@ -8,11 +9,17 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from stream_detector.buffer import FrameQueue
+from stream_detector.messages import Frame
 
 GI_PYTHON = os.environ.get("GI_PYTHON", "/usr/bin/python3")
 SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -38,6 +45,14 @@ def require_gi_python() -> str:
         pytest.fail(f"{GI_PYTHON} cannot load GStreamer's RTSP server: install python3-gi and "
                     f"gir1.2-gst-rtsp-server-1.0 ({done.stderr.strip().splitlines()[-1:]})")
     return GI_PYTHON
+
+
+def require_ffmpeg() -> None:
+    """Fail, never skip: FFmpeg capture is what these tests are about, and ./dev setup installs it."""
+    missing = [name for name in ("ffmpeg", "ffprobe") if shutil.which(name) is None]
+    if missing:
+        pytest.fail(f"{' and '.join(missing)} not found on PATH: install Debian's ffmpeg package "
+                    "(./dev setup does)")
 
 
 class RtspServer:
@@ -74,3 +89,45 @@ class RtspServer:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
+
+
+class Recorder:
+    """Counts what the loop reports and lets the test wait for a count."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._cond = threading.Condition()
+
+    def _add(self, kind: str) -> None:
+        with self._cond:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+            self._cond.notify_all()
+
+    def frame_read(self, camera: str) -> None:
+        self._add("read")
+
+    def frame_dropped(self, camera: str) -> None:
+        self._add("dropped")
+
+    def stream_state(self, camera: str, up: bool) -> None:
+        self._add("up" if up else "down")
+
+    def reconnecting(self, camera: str) -> None:
+        self._add("reconnecting")
+
+    def resolution_changed(self, camera: str, width: int, height: int) -> None:
+        self._add(f"size {width}x{height}")
+
+    def wait(self, kind: str, n: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.counts.get(kind, 0) >= n, timeout)
+
+
+def wait_frame(q: FrameQueue[Frame], after: float, timeout: float) -> Frame:
+    """The first frame captured after monotonic time `after`."""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        frame = q.get(timeout=left)
+        if isinstance(frame, Frame) and frame.mono_time > after:  # not a stream-state message
+            return frame
+    pytest.fail(f"no frame within {timeout}s")

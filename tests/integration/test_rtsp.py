@@ -1,4 +1,5 @@
-"""The capture loop against a real RTSP server (GStreamer) that dies, hangs and comes back."""
+"""The capture loop against a real RTSP server (GStreamer) that dies, hangs and comes back, with
+each capture: OpenCV in-process and an ffmpeg child process."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rtsp_helpers import RtspServer, require_gi_python
+from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, require_gi_python, wait_frame
 
 from stream_detector.buffer import FrameQueue
 from stream_detector.camera import Backoff, CaptureLoop
-from stream_detector.capture import OpenCVSource
+from stream_detector.capture import FFmpegSource, FrameSource, OpenCVSource
 from stream_detector.messages import Frame
 
 pytestmark = pytest.mark.integration
@@ -36,50 +37,23 @@ def server(gi_python: str, vtest: Path, tmp_path: Path) -> Iterator[RtspServer]:
         srv.kill()
 
 
-class Recorder:
-    """Counts what the loop reports and lets the test wait for a count."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-        self._cond = threading.Condition()
-
-    def _add(self, kind: str) -> None:
-        with self._cond:
-            self.counts[kind] = self.counts.get(kind, 0) + 1
-            self._cond.notify_all()
-
-    def frame_read(self, camera: str) -> None:
-        self._add("read")
-
-    def frame_dropped(self, camera: str) -> None:
-        self._add("dropped")
-
-    def stream_state(self, camera: str, up: bool) -> None:
-        self._add("up" if up else "down")
-
-    def reconnecting(self, camera: str) -> None:
-        self._add("reconnecting")
-
-    def resolution_changed(self, camera: str, width: int, height: int) -> None:
-        self._add(f"size {width}x{height}")
-
-    def wait(self, kind: str, n: int, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self.counts.get(kind, 0) >= n, timeout)
-
-
-@pytest.fixture()
-def capture(server: RtspServer) -> Iterator[Callable[[], tuple[CaptureLoop, FrameQueue[Frame], Recorder]]]:
+@pytest.fixture(params=["opencv", "ffmpeg"])
+def capture(server: RtspServer, request: pytest.FixtureRequest
+            ) -> Iterator[Callable[[], tuple[CaptureLoop, FrameQueue[Frame], Recorder]]]:
     stop = threading.Event()
     loops: list[CaptureLoop] = []
+    if request.param == "ffmpeg":
+        require_ffmpeg()
+
+    def open_source() -> FrameSource:
+        # The source times out after the loop does: the loop decides, as in the daemon.
+        kind = FFmpegSource if request.param == "ffmpeg" else OpenCVSource
+        return kind(server.url, open_timeout=5, read_timeout=STALE_AFTER + 1)
 
     def start() -> tuple[CaptureLoop, FrameQueue[Frame], Recorder]:
         q: FrameQueue[Frame] = FrameQueue(32)
         rec = Recorder()
-        # The source times out after the loop does: the loop decides, as in the daemon.
-        loop = CaptureLoop("door", lambda: OpenCVSource(server.url, open_timeout=5,
-                                                        read_timeout=STALE_AFTER + 1),
-                           q, stop, rec, stale_after=STALE_AFTER,
+        loop = CaptureLoop("door", open_source, q, stop, rec, stale_after=STALE_AFTER,
                            backoff=Backoff(initial=0.2, maximum=1.0))
         loop.start()
         loops.append(loop)
@@ -90,16 +64,6 @@ def capture(server: RtspServer) -> Iterator[Callable[[], tuple[CaptureLoop, Fram
     for loop in loops:
         loop.join(5)
         assert not loop.is_alive(), "capture loop did not stop"
-
-
-def wait_frame(q: FrameQueue[Frame], after: float, timeout: float) -> Frame:
-    """The first frame captured after monotonic time `after`."""
-    deadline = time.monotonic() + timeout
-    while (left := deadline - time.monotonic()) > 0:
-        frame = q.get(timeout=left)
-        if isinstance(frame, Frame) and frame.mono_time > after:  # not a stream-state message
-            return frame
-    pytest.fail(f"no frame within {timeout}s")
 
 
 def test_reconnects_after_the_server_is_killed_and_restarted(server: RtspServer, capture) -> None:  # type: ignore[no-untyped-def]
