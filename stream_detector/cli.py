@@ -370,7 +370,7 @@ def _check_config(args: argparse.Namespace) -> int:
     models = {}
     for name, cam in cfg.cameras.items():
         check_camera(name, cam, cfg.path)
-        models[name] = load_camera_model(name, cam, cfg.device, cfg.path)
+        models[name] = load_camera_model(name, cam, cfg.device, cfg.path, cfg.inference.precision)
         check_camera_model(name, cam, models[name], cfg.path)
     failed = []
     for name, cam in cfg.cameras.items() if args.probe else ():

@@ -346,6 +346,24 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class InferenceConfig:
+    """How the one inference thread runs the model for every camera."""
+
+    # Threads of torch's CPU kernels; 0 = auto: about half the cores (1 on a 2-core host), the rest
+    # left to the capture threads, which decode and compute motion in parallel. Torch with more
+    # threads than it can have collapses (measured 10-20x slower on a busy 2-core host).
+    torch_threads: int = 0
+    # auto = half precision on CUDA when the model allows it, else float32; fp16 / fp32 force one.
+    precision: str = "auto"
+    linger_ms: float = 5.0  # once frames wait, how long to wait for other cameras' to share a call
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.torch_threads <= 256, "torch_threads", "must be in 0..256 (0 = auto)")
+        _check(self.precision in ("auto", "fp16", "fp32"), "precision", "must be auto, fp16 or fp32")
+        _check(0 <= self.linger_ms <= 1000, "linger_ms", "must be in 0..1000")
+
+
+@dataclass(frozen=True)
 class DaemonConfig:
     cameras: dict[str, CameraConfig]
     mqtt: MqttConfig | None = None  # None: events go to the store and stdout only
@@ -353,6 +371,7 @@ class DaemonConfig:
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
     device: str = "auto"  # auto | cpu | cuda
+    inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
 
     def __post_init__(self) -> None:
@@ -365,7 +384,7 @@ CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     """Validate a parsed TOML document; `where` (the file) prefixes every message."""
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "cameras"}
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -391,6 +410,7 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
         storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),
         logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging"),
         device=device,
+        inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference"),
         path=where,
     )
 

@@ -9,12 +9,14 @@ server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+import torch
 from prometheus_client import CollectorRegistry
 
 from stream_detector.buffer import DropPolicy, FrameQueue
@@ -37,6 +39,7 @@ from stream_detector.pipeline import (
     open_source_for,
     renderer_for,
     scoring_rate,
+    torch_threads,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink
@@ -89,7 +92,8 @@ class Daemon:
                                beat=self.heartbeats.beater("emitter"))
         self._cond = threading.Condition()  # shared by every frame queue: the worker sleeps on it
         self.worker = InferenceWorker(self._cond, self.emitter.put, self.metrics, self.stop_event,
-                                      beat=self.heartbeats.beater("inference"))
+                                      beat=self.heartbeats.beater("inference"),
+                                      linger=cfg.inference.linger_ms / 1000)
         self._captures: dict[str, tuple[CaptureLoop, threading.Event, LoadedModel,
                                         Callable[[], CaptureLoop]]] = {}
         self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
@@ -101,6 +105,10 @@ class Daemon:
     def start(self) -> None:
         """Close what a crash left open, then start the threads; cameras last."""
         last_seq = self._recover()
+        threads = torch_threads(self.cfg.inference, os.cpu_count() or 1)
+        torch.set_num_threads(threads)  # the daemon owns its process: one setting for all cameras
+        log.info("inference: %d torch thread(s), %s", threads,
+                 ", ".join(sorted({f"{m.device.type} {m.precision}" for m in self._models.values()})))
         try:  # before the broker: a port taken since the config was checked stops us unconnected
             self.health.start()
         except OSError as exc:
@@ -143,11 +151,12 @@ class Daemon:
             check_camera(name, cam, new.path)
             key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
             if key not in models:
-                models[key] = load_camera_model(name, cam, self.cfg.device, new.path)
+                models[key] = load_camera_model(name, cam, self.cfg.device, new.path,
+                                                self.cfg.inference.precision)
             check_camera_model(name, cam, models[key], new.path)
-        if (new.mqtt, new.metrics, new.storage, new.device) != (
-                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device):
-            log.warning("reload: mqtt, metrics, storage and device changes apply after a restart")
+        if (new.mqtt, new.metrics, new.storage, new.device, new.inference) != (
+                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference):
+            log.warning("reload: mqtt, metrics, storage, device and inference changes apply after a restart")
         old = self.cfg.cameras
         self._models = models
         for name in old:
@@ -162,7 +171,7 @@ class Daemon:
             self._start_camera(name, new.cameras[name])
         self.cfg = DaemonConfig(cameras=new.cameras, mqtt=self.cfg.mqtt, metrics=self.cfg.metrics,
                                 storage=self.cfg.storage, logging=new.logging,
-                                device=self.cfg.device, path=new.path)
+                                device=self.cfg.device, inference=self.cfg.inference, path=new.path)
         log.info("reload: %d camera(s) running", len(self._captures))
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
@@ -187,7 +196,8 @@ class Daemon:
     def _model_for(self, name: str, cam: CameraConfig, where: str) -> LoadedModel:
         key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
         if key not in self._models:
-            self._models[key] = load_camera_model(name, cam, self.cfg.device, where)
+            self._models[key] = load_camera_model(name, cam, self.cfg.device, where,
+                                                  self.cfg.inference.precision)
         return self._models[key]
 
     def _start_camera(self, name: str, cfg: CameraConfig) -> None:

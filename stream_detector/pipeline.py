@@ -19,7 +19,7 @@ from stream_detector.capture import (
     capture_backend,
     source_kind,
 )
-from stream_detector.config import CameraConfig
+from stream_detector.config import CameraConfig, InferenceConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.emitter import Renderer
@@ -138,12 +138,22 @@ def check_device(device: str, where: str) -> None:
         raise ConfigError(f"{where}: device: {exc}") from None
 
 
-def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str) -> LoadedModel:
+def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str,
+                      precision: str = "auto") -> LoadedModel:
     """The camera's model (the committed demo model when it names none); errors name file and key."""
     try:
-        return load(Path(cfg.model) if cfg.model else DEFAULT_MODEL, device)
+        return load(Path(cfg.model) if cfg.model else DEFAULT_MODEL, device, precision)
     except ModelError as exc:
         raise ModelError(f"{where}: cameras.{name}.model: {exc}") from None
+
+
+def torch_threads(cfg: InferenceConfig, cores: int) -> int:
+    """Threads for torch's kernels: as configured, else about half the cores (1 on a 2-core host).
+
+    The inference thread's model calls then leave the other cores to the capture threads (decode,
+    preprocessing, motion: OpenCV and FFmpeg release the GIL), instead of every thread fighting for
+    every core; torch's thread pool degrades sharply when its threads are preempted."""
+    return cfg.torch_threads or max(1, min(4, cores // 2))
 
 
 ScorerFactory = Callable[[LoadedModel, float, "np.ndarray | None"], Scorer]

@@ -73,19 +73,23 @@ class SpacetimeNet(nn.Module):
         self.spatial_channels = c
 
     def encode(self, frames: Tensor) -> Tensor:
-        """(N, C, H, W) frames -> (N, Cs + Ct, H/4, W/4) per-frame features, reusable across windows."""
-        s = self.spatial(frames[:, :self.seen_channels])
+        """(N, C, H, W) frames -> (N, Cs + Ct, H/4, W/4) per-frame features, reusable across windows.
+
+        Runs in the weights' precision (half precision when the network was converted with .half());
+        frames, errors and scores stay float32 around it."""
+        s = self.spatial(frames[:, :self.seen_channels].to(self.to_time.weight.dtype))
         return torch.cat([s, self.to_time(s)], dim=1)
 
     def predict(self, series: Tensor, spatial: Tensor, last: Tensor) -> Tensor:
         """series (B, T-1, Ct, h, w): the context frames' time-slice features; spatial (B, Cs, h, w):
         the newest context frame's spatial features; last (B, C, H, W): that frame's pixels."""
         b, steps, _, h, w = series.shape
-        series = series.permute(0, 2, 1, 3, 4)  # (B, Ct, T-1, h, w)
+        dtype = self.to_time.weight.dtype
+        series, spatial = series.to(dtype).permute(0, 2, 1, 3, 4), spatial.to(dtype)  # (B, Ct, T-1, h, w)
         motion = torch.cat([torch.zeros_like(series[:, :, :1]), series[:, :, 1:] - series[:, :, :-1]], 2)
         slices = torch.cat([series, motion], 1).reshape(b, -1, steps, h * w)
         temporal = self.temporal(slices).reshape(b, -1, h, w)
-        out = self.decode(torch.cat([spatial, temporal], 1))
+        out = self.decode(torch.cat([spatial, temporal], 1)).float()
         if self.residual:
             out = out + last[:, self.first_output:]
         return out
@@ -118,6 +122,10 @@ class SpacetimeDetector(nn.Module):
         self.context = context
         self.last = last
         self.spatial_channels = net.spatial_channels  # features[:, :Cs] spatial, [:, Cs:] time slices
+        # The network casts its inputs to its weights' precision and returns float32, and errors are
+        # measured in float32 (a half-precision integral image would swamp the cell means), so the
+        # network alone may run in half precision. Modules exported before this lack the flag.
+        self.half_ready = True
         self.motion_channels = net.motion_channels
         self.first_output = net.first_output
         y0, y1, x0, x1 = cell_edges

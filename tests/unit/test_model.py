@@ -3,16 +3,20 @@
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import build_detector, tiny_config
+from stream_detector.capture import iter_frames
+from stream_detector.demo import DEMO_VIDEO
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE
 from stream_detector.model.manifest import sign
+from stream_detector.preprocess import FramePreparer
 from stream_detector.scoring import WindowScorer, ema, frame_scores, score_frames, score_together
 from stream_detector.train import cell_baseline, fit_tail, onset_rate
 
@@ -163,11 +167,64 @@ def test_calibration_threshold_falls_with_more_allowed_alarms() -> None:
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_scores_match_cpu(tiny_model_dir: Path) -> None:
-    cpu, gpu = runtime.load(tiny_model_dir, "cpu"), runtime.load(tiny_model_dir, "cuda")
+    cpu, gpu = runtime.load(tiny_model_dir, "cpu"), runtime.load(tiny_model_dir, "cuda", "fp32")
     x = frames(12)
     a = score_frames(cpu.module, cpu.slicer, 0.5, cpu.device, x)
     b = score_frames(gpu.module, gpu.slicer, 0.5, gpu.device, x)
     np.testing.assert_allclose(a.cell_score, b.cell_score, rtol=1e-3, atol=1e-3)
+
+
+def demo_model_input(limit: int) -> np.ndarray:
+    """The first frames of the demo video as the demo model sees them (with motion)."""
+    meta = runtime.read_metadata(runtime.DEFAULT_MODEL)
+    prepare = FramePreparer.for_model(meta)
+    return np.stack([prepare(f) for f in iter_frames(DEMO_VIDEO, limit=limit)])
+
+
+def assert_close_to_float32(reference: runtime.LoadedModel, other: runtime.LoadedModel, x: np.ndarray) -> None:
+    """Scores within 0.01 (the demo threshold is 6.6, normal scores ~0-2), cells within 0.05."""
+    def scored(m: runtime.LoadedModel) -> Any:
+        return WindowScorer(m.module, m.slicer, m.smoothing, m.device, top_k=16,
+                            frames_carry_motion=True).push(x)
+    a, b = scored(reference), scored(other)
+    np.testing.assert_allclose(b.score, a.score, atol=0.01)
+    np.testing.assert_allclose(b.cell_score, a.cell_score, atol=0.05)
+
+
+def test_half_precision_scores_match_float32_on_real_frames() -> None:
+    """Half precision runs the network only; cues, baselines and scores stay float32. Checked on the
+    CPU here (slower there, but the same arithmetic path); on CUDA below whenever a GPU is present."""
+    x = demo_model_input(40)
+    fp32 = runtime.load(runtime.DEFAULT_MODEL, "cpu", "fp32")
+    fp16 = runtime.load(runtime.DEFAULT_MODEL, "cpu", "fp16")
+    assert (fp32.precision, fp16.precision) == ("fp32", "fp16")
+    assert runtime.load(runtime.DEFAULT_MODEL, "cpu").precision == "fp32"  # auto: fp16 on CUDA only
+    assert fp16.module.net.to_time.weight.dtype == torch.float16 and fp16.module.center.dtype == torch.float32
+    assert_close_to_float32(fp32, fp16, x)
+
+
+def test_a_model_exported_without_half_support_refuses_fp16(tiny_model_dir: Path) -> None:
+    module = torch.jit.load(str(tiny_model_dir / MODEL_FILE))
+    assert module.half_ready
+    with pytest.raises(ModelError, match="precision fp16: this model was exported before"):
+        runtime.pick_precision("fp16", torch.device("cpu"), object(), tiny_model_dir)
+    assert runtime.pick_precision("auto", torch.device("cuda"), object(), tiny_model_dir) == "fp32"
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_half_precision_and_joint_calls_match_cpu_float32() -> None:
+    x = demo_model_input(40)
+    cpu = runtime.load(runtime.DEFAULT_MODEL, "cpu", "fp32")
+    gpu = runtime.load(runtime.DEFAULT_MODEL, "cuda")
+    assert gpu.precision == "fp16"  # auto on CUDA
+    assert_close_to_float32(cpu, gpu, x)
+    alone = WindowScorer(cpu.module, cpu.slicer, cpu.smoothing, cpu.device, top_k=16,
+                         frames_carry_motion=True).push(x[:20])
+    joint = [WindowScorer(gpu.module, gpu.slicer, gpu.smoothing, gpu.device, top_k=16) for _ in range(3)]
+    out = score_together(joint, [x[:20], x[20:], x[:20]])  # pinned host memory, one call
+    np.testing.assert_allclose(out[0].score, alone.score, atol=0.01)
+    np.testing.assert_allclose(out[2].score, out[0].score, atol=1e-6)
 
 
 def test_auto_device_picks_what_exists() -> None:
