@@ -1,8 +1,8 @@
 """Capacity harness: the real daemon with N cameras on one generated H.264 file, measured as an
 operator sees it, plus the single-stream `bench` figure on the same input.
 
-    python benchmarks/capacity.py --cameras 1,4,8 --size 768x576 --fps 25 --window 30 \
-        [--workdir runs/capacity] [--json runs/capacity.json] [--no-bench]
+    python benchmarks/capacity.py --cameras 1,4,8 --size 768x576 --fps 25 --window 30
+    python benchmarks/capacity.py --cameras 1,2 --workdir runs/capacity --json runs/capacity.json
 
 For each N it writes a config with N cameras on the same file (looped, paced at its frame rate, no
 broker, metrics on a free loopback port), starts `python -m stream_detector run --config FILE`,
@@ -69,8 +69,8 @@ def encode_input(args: argparse.Namespace, workdir: Path) -> Path:
     if out.is_file():
         return out
     if shutil.which("ffmpeg") is None:
-        raise HarnessError("ffmpeg not found: install it (Debian: apt-get install ffmpeg; ./dev setup "
-                           "does)")
+        raise HarnessError("ffmpeg not found: install it (Debian: apt-get install ffmpeg; "
+                           "./dev setup does)")
     try:
         info = video_info(src)
     except UserError as exc:
@@ -139,7 +139,8 @@ class Daemon:
 
     def tail(self, chars: int = 3000) -> str:
         text = self.log_path.read_text(errors="replace")
-        return f"\n--- daemon log ({self.log_path.name}), last {chars} characters ---\n{text[-chars:]}"
+        return (f"\n--- daemon log ({self.log_path.name}), last {chars} characters ---\n"
+                f"{text[-chars:]}")
 
     def check_running(self, what: str) -> None:
         rc = self.proc.poll()
@@ -264,16 +265,18 @@ def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float) 
     elapsed = t1 - t0
     buckets = latency_buckets(m0, m1)
     paced = min(fps, args.fps_limit) if args.fps_limit else fps
+
+    def delta(counter: str) -> float:
+        return total(m1, METRIC + counter) - total(m0, METRIC + counter)
+
     return Run(
-        cameras=cameras, window_s=round(elapsed, 2), expected_frames=round(cameras * paced * elapsed),
-        frames_read=total(m1, METRIC + "frames_read_total") - total(m0, METRIC + "frames_read_total"),
-        frames_scored=(total(m1, METRIC + "frames_scored_total")
-                       - total(m0, METRIC + "frames_scored_total")),
-        frames_dropped=(total(m1, METRIC + "frames_dropped_total")
-                        - total(m0, METRIC + "frames_dropped_total")),
+        cameras=cameras, window_s=round(elapsed, 2),
+        expected_frames=round(cameras * paced * elapsed),
+        frames_read=delta("frames_read_total"), frames_scored=delta("frames_scored_total"),
+        frames_dropped=delta("frames_dropped_total"),
         latency_p50_le_s=quantile(buckets, 0.50), latency_p99_le_s=quantile(buckets, 0.99),
-        cpu_percent=round((c1 - c0) / elapsed * 100, 1), cpu_of_percent=100.0 * (os.cpu_count() or 1),
-        rss_mb=round(rss, 1))
+        cpu_percent=round((c1 - c0) / elapsed * 100, 1),
+        cpu_of_percent=100.0 * (os.cpu_count() or 1), rss_mb=round(rss, 1))
 
 
 def run_daemon(cameras: int, video: Path, workdir: Path, args: argparse.Namespace,
@@ -313,8 +316,9 @@ def run_bench(video: Path, args: argparse.Namespace) -> dict[str, Any]:
     full = next((v for k, v in stages.items() if k.startswith("full pipeline")), None)
     if not decode or full is None:
         raise HarnessError(f"bench output not understood:\n{done.stdout}")
-    return {"command": ["stream-detector", *cmd[3:]], "output": done.stdout.splitlines(), "stages_fps": stages,
-            "decode_fps": decode, "full_pipeline_fps": full, "full_over_decode": round(full / decode, 3)}
+    return {"command": ["stream-detector", *cmd[3:]], "output": done.stdout.splitlines(),
+            "stages_fps": stages, "decode_fps": decode, "full_pipeline_fps": full,
+            "full_over_decode": round(full / decode, 3)}
 
 
 # --- output ---------------------------------------------------------------------------------------
@@ -330,9 +334,11 @@ def progress_line(r: Run) -> str:
     extra = (f" ({r.rss_per_extra_camera_mb:+.0f} MB per extra camera)"
              if r.rss_per_extra_camera_mb is not None else "")
     return (f"cameras {r.cameras}: read {r.frames_read:,.0f} of {r.expected_frames:,.0f} expected, "
-            f"scored {r.frames_scored:,.0f}, dropped {r.frames_dropped:,.0f} in {r.window_s:.1f} s; "
+            f"scored {r.frames_scored:,.0f}, dropped {r.frames_dropped:,.0f} "
+            f"in {r.window_s:.1f} s; "
             f"latency p50 {seconds_le(r.latency_p50_le_s)}, p99 {seconds_le(r.latency_p99_le_s)}; "
-            f"CPU {r.cpu_percent:.0f} % (of {r.cpu_of_percent:.0f} %); RSS {r.rss_mb:.0f} MB{extra}")
+            f"CPU {r.cpu_percent:.0f} % (of {r.cpu_of_percent:.0f} %); "
+            f"RSS {r.rss_mb:.0f} MB{extra}")
 
 
 def table(runs: list[Run], fps: float) -> str:
@@ -340,11 +346,13 @@ def table(runs: list[Run], fps: float) -> str:
             "| process CPU | RSS | RSS per extra camera |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
-        extra = f"{r.rss_per_extra_camera_mb:+.0f} MB" if r.rss_per_extra_camera_mb is not None else "-"
+        extra = ("-" if r.rss_per_extra_camera_mb is None
+                 else f"{r.rss_per_extra_camera_mb:+.0f} MB")
         rows.append(f"| {r.cameras} x {fps:g} | {r.expected_frames:,.0f} | {r.frames_read:,.0f} "
                     f"| {r.frames_scored:,.0f} | {r.frames_dropped:,.0f} "
                     f"| {seconds_le(r.latency_p50_le_s)} | {seconds_le(r.latency_p99_le_s)} "
-                    f"| {r.cpu_percent:.0f} % of {r.cpu_of_percent:.0f} % | {r.rss_mb:.0f} MB | {extra} |")
+                    f"| {r.cpu_percent:.0f} % of {r.cpu_of_percent:.0f} % "
+                    f"| {r.rss_mb:.0f} MB | {extra} |")
     return "\n".join(rows)
 
 
@@ -396,11 +404,12 @@ def _camera_key(text: str) -> tuple[str, str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("input (generated with ffmpeg, cached in --workdir)")
     g.add_argument("--source", type=Path, default=VTEST,
-                   help="clip to re-encode (default: Debian opencv-doc's vtest.avi, 768x576, 10 fps, "
-                        "795 frames)")
+                   help="clip to re-encode (default: Debian opencv-doc's vtest.avi, 768x576, "
+                        "10 fps, 795 frames)")
     g.add_argument("--size", type=_size, default=(768, 576), help="WIDTHxHEIGHT (default 768x576; "
                    "e.g. 384x288)")
     g.add_argument("--fps", type=_positive, default=25.0,
@@ -429,7 +438,8 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--window", type=_positive, default=30.0, help="seconds measured (default 30)")
     d.add_argument("--fps-limit", type=_positive,
                    help="camera key fps_limit: score at most this many frames/s per camera")
-    d.add_argument("--camera-key", type=_camera_key, action="append", default=[], metavar="KEY=VALUE",
+    d.add_argument("--camera-key", type=_camera_key, action="append", default=[],
+                   metavar="KEY=VALUE",
                    help="any other camera key, VALUE a TOML literal (repeatable; last one wins, "
                         "overrides the harness's own source/loop): --camera-key queue_size=32 "
                         "--camera-key 'model=\"models/x\"'")
@@ -446,7 +456,8 @@ def parser() -> argparse.ArgumentParser:
     b = p.add_argument_group("single-stream bench (stream-detector bench on the same file)")
     b.add_argument("--no-bench", action="store_true", help="skip it")
     b.add_argument("--bench-frames", type=int, default=400, help="bench --frames (default 400)")
-    b.add_argument("--threads", type=int, help="bench --threads: torch CPU threads (default: bench's)")
+    b.add_argument("--threads", type=int,
+                   help="bench --threads: torch CPU threads (default: bench's)")
 
     p.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     return p
