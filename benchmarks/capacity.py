@@ -63,7 +63,8 @@ def encode_input(args: argparse.Namespace, workdir: Path) -> Path:
     every setting, and written under a temporary name first so an interrupted encode is not kept."""
     width, height = args.size
     src = args.source
-    name = (f"{src.stem}-{width}x{height}-{args.fps:g}fps-{args.retime}-{args.bitrate}"
+    gop = args.gop or max(1, round(2 * args.fps))
+    name = (f"{src.stem}-{width}x{height}-{args.fps:g}fps-{args.retime}-{args.bitrate}-g{gop}"
             f"-{args.seconds:g}s.mp4")
     out = workdir / name
     if out.is_file():
@@ -86,7 +87,7 @@ def encode_input(args: argparse.Namespace, workdir: Path) -> Path:
     tmp = out.with_suffix(".part.mp4")
     cmd = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
            "-stream_loop", str(loops), "-i", str(src), "-vf", vf, "-t", f"{args.seconds:g}",
-           "-c:v", "libx264", "-b:v", args.bitrate, "-g", str(max(1, round(2 * args.fps))),
+           "-c:v", "libx264", "-b:v", args.bitrate, "-g", str(gop),
            "-pix_fmt", "yuv420p", "-an", str(tmp)]
     print(f"encoding {out.name}: {' '.join(cmd)}", flush=True)
     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -423,8 +424,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seconds", type=_positive, default=60.0,
                    help="length of the generated file; the clip is looped to reach it "
                         "(default 60; the daemon loops the file anyway)")
-    g.add_argument("--bitrate", type=_bitrate, default="2M", help="libx264 bitrate (default 2M); "
-                   "keyframe every 2 s")
+    g.add_argument("--bitrate", type=_bitrate, default="2M", help="libx264 bitrate (default 2M)")
+    g.add_argument("--gop", type=int, help="frames from one keyframe to the next (default: 2 s)")
     g.add_argument("--workdir", type=Path,
                    help="folder for the generated files, configs, event stores and daemon logs, "
                         "kept (default: a temporary folder, removed at the end)")

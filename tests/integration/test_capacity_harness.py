@@ -35,9 +35,9 @@ def harness(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
     # The timeout only guards against a hang; it is far above any machine's run time.
-    return subprocess.run([sys.executable, str(SCRIPT), "--workdir", str(workdir), "--size", "384x288",
-                           "--seconds", "6", *args], capture_output=True, text=True, cwd=ROOT,
-                          env=env, timeout=600, check=False)
+    return subprocess.run([sys.executable, str(SCRIPT), "--workdir", str(workdir),
+                           "--size", "384x288", "--seconds", "6", *args],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
 
 
 def number(value: object) -> float:
