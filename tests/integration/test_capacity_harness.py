@@ -37,7 +37,8 @@ def harness(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # The timeout only guards against a hang; it is far above any machine's run time.
     return subprocess.run([sys.executable, str(SCRIPT), "--workdir", str(workdir),
                            "--size", "384x288", "--seconds", "6", *args],
-                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600,
+                          check=False)
 
 
 def number(value: object) -> float:
