@@ -53,6 +53,24 @@ class Backoff:
 Preparing = Callable[[], Callable[[np.ndarray], np.ndarray]]
 
 
+class RateLimit:
+    """Which frames to keep for a target rate, by stream time: skipped frames are decoded (H.264
+    needs every one) but never converted or prepared. 0 keeps every frame."""
+
+    def __init__(self, fps: float) -> None:
+        self.gap = 1.0 / fps if fps > 0 else 0.0
+        self.next_due = -math.inf
+
+    def due(self, t: float) -> bool:
+        if not self.gap:
+            return True
+        if t < self.next_due - 1e-3:
+            return False
+        # Keep the schedule while on time; after a stall restart it rather than burst.
+        self.next_due = self.next_due + self.gap if t - self.next_due < self.gap else t + self.gap
+        return True
+
+
 class CaptureObserver(Protocol):
     """What a capture loop reports; production passes the metrics object."""
 
@@ -97,7 +115,7 @@ class _Reader(threading.Thread):
         self.camera = camera
         self.open_source = open_source
         self.prepare = prepare
-        self.gap = 1.0 / fps_limit if fps_limit > 0 else 0.0
+        self.fps_limit = fps_limit
         self.clock = clock
         self.handoff: queue.Queue[Frame | _Ended] = queue.Queue(maxsize=2)
         self.abandoned = threading.Event()
@@ -122,7 +140,7 @@ class _Reader(threading.Thread):
             source.close()
 
     def _read(self, source: FrameSource) -> _Ended:
-        index, next_due = -1, -math.inf
+        index, rate = -1, RateLimit(self.fps_limit)
         prepare = self.prepare() if self.prepare is not None else None  # per connection
         while not self._cancelled():
             if not source.grab():
@@ -133,11 +151,8 @@ class _Reader(threading.Thread):
             self.last_progress = self.clock()
             index += 1
             t = source.stream_time
-            if self.gap:
-                if t < next_due - 1e-3:  # skipped frames are grabbed, never converted
-                    continue
-                # Keep the schedule while on time; after a stall restart it rather than burst.
-                next_due = next_due + self.gap if t - next_due < self.gap else t + self.gap
+            if not rate.due(t):
+                continue
             image = source.retrieve()
             if image is None:
                 return _Ended("frame could not be decoded", final=False)
