@@ -92,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
     b.add_argument("--frames", type=_count(1), default=400)
     b.add_argument("--batch", type=_count(1), default=8, help="windows per model call (8 fits CPU caches best)")
-    b.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0 = torch default)")
+    b.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0 = the daemon's auto: half the cores)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.set_defaults(handler=_bench)
 
@@ -283,8 +283,11 @@ def _bench(args: argparse.Namespace) -> int:
     from stream_detector.demo import DEMO_VIDEO
     from stream_detector.model.runtime import load
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    from stream_detector.config import InferenceConfig
+    from stream_detector.pipeline import torch_threads
+
+    # The daemon's choice unless told otherwise, so the figures are the daemon's.
+    torch.set_num_threads(torch_threads(InferenceConfig(torch_threads=args.threads), os.cpu_count() or 1))
     model = load(args.model, args.device)
     source = args.source or DEMO_VIDEO
     results = benchmark.run(model, source, args.frames, args.batch)
