@@ -331,7 +331,7 @@ class CameraConfig:
         _check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
                "ffmpeg reads files and network streams; a USB device needs auto or opencv")
         _check(self.capture != "ffmpeg" or not self.detect_source.isdigit(), "detect_source",
-               "ffmpeg reads files and network streams; a USB device needs capture = auto or opencv")
+               "ffmpeg reads files and network streams; a USB device needs auto or opencv")
         _check(self.detect_source != self.source, "detect_source",
                "must differ from source (leave it empty to score source)")
         _check(len(self.hwaccel) <= 32 and set(self.hwaccel) <= HWACCEL_CHARS, "hwaccel",

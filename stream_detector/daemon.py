@@ -41,9 +41,9 @@ from stream_detector.pipeline import (
     scoring_rate,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
-from stream_detector.snapshots import MainStream
 from stream_detector.sinks.mqtt import MqttSink
 from stream_detector.sinks.stdout import StdoutSink
+from stream_detector.snapshots import MainStream
 from stream_detector.store import EventStore, event_payload
 from stream_detector.validate import check_camera_model
 from stream_detector.supervision import Heartbeats
@@ -202,7 +202,8 @@ class Daemon:
         lane = lane_for(name, cfg, model, queue, self._scorer)
         threshold = model.threshold(cfg.false_alarms_per_hour)
         main = self._start_main_stream(name, cfg) if cfg.snapshot else None
-        self.emitter.camera(name, renderer_for(name, model, threshold, main and main.frames)
+        frames = main.frames if main else None
+        self.emitter.camera(name, renderer_for(name, model, threshold, frames)
                             if cfg.snapshot else None)
         self.metrics.camera_added(name)
         self.metrics.model_state(name, True)
@@ -225,7 +226,7 @@ class Daemon:
         if main_cfg is None:
             return None
         main = MainStream(name, lambda: open_source_for(main_cfg), self.metrics.snapshot_stream,
-                          stale_after=cfg.stale_after, beat=self.heartbeats.beater(f"main-{name}"))
+                          stale_after=cfg.stale_after, beat=self.heartbeats.beater(f"capture-{name}/main"))
         self._main[name] = main
         main.start()
         return main
@@ -234,7 +235,7 @@ class Daemon:
         """Restart a capture thread that died of a bug: it ends on its own only by design."""
         for name, main in list(self._main.items()):
             if main.supervise():
-                self.metrics.thread_failed(f"main-{name}")
+                self.metrics.thread_failed(f"capture-{name}/main")
         for name, (capture, stop, model, make) in list(self._captures.items()):
             if not capture.is_alive() and not capture.finished and not stop.is_set():
                 log.error("camera %s: capture thread died; restarting it", name)
@@ -251,7 +252,7 @@ class Daemon:
             capture.join(timeout=3.0)
         if (main := self._main.pop(name, None)) is not None:
             main.stop(join)
-            self.heartbeats.forget(f"main-{name}")
+            self.heartbeats.forget(f"capture-{name}/main")
         self.worker.remove(name)
         self.heartbeats.forget(f"capture-{name}")
         self.metrics.camera_removed(name)

@@ -125,8 +125,8 @@ def open_source_for(cfg: CameraConfig) -> FrameSource:
 
 
 def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
-    """Fail fast on what can never work: a local file that does not exist, the demo without its video
-    (for `source` and, when set, `detect_source`)."""
+    """Fail fast on what can never work: a local file that does not exist, the demo without its
+    video (for `source` and, when set, `detect_source`)."""
     for key in ("source", "detect_source"):
         uri = getattr(cfg, key)
         if uri == DEMO_SOURCE:
@@ -200,12 +200,12 @@ def renderer_for(name: str, model: LoadedModel, threshold: float,
                  main: FrameHistory | None = None) -> Renderer:
     """Draws an event's peak frame with the anomaly heatmap and box, as a JPEG (the emitter's job).
 
-    With `main` (the camera scores a substream) the picture is the main-stream frame captured nearest
-    the peak, the heatmap and box scaled to it; the event's box stays in scored pixels. Without a main
-    frame within NEAR seconds the scored frame is drawn.
+    With `main` (the camera scores a substream) the picture is the main-stream frame captured
+    nearest the peak, the heatmap and box scaled to it; the event's box stays in scored pixels.
+    Without a main frame within NEAR seconds the scored frame is drawn.
     """
-    fallback = _Once(f"camera {name}: snapshots show the scored stream: no main-stream frame within "
-                     f"{NEAR:g}s of the peak (main stream down?)")
+    fallback = _Once(f"camera {name}: snapshots show the scored stream: no main-stream frame "
+                     f"within {NEAR:g}s of the peak (main stream down?)")
     aspect = _Once(f"camera {name}: main stream and detect_source differ in aspect ratio by more "
                    f"than 10%: snapshot boxes and heatmaps are stretched")
 

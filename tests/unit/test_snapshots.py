@@ -1,4 +1,4 @@
-"""Substreams: a camera scores its low-resolution `detect_source` and snapshots show its main stream.
+"""Substreams: a camera scores its low-resolution `detect_source`; snapshots show its main stream.
 
 Real clips throughout: vtest.avi (768x576) is the main stream, a 384x288 cut of it the substream.
 The main-stream reader keeps a short bounded history, finds the frame nearest a time, and rides out
@@ -39,8 +39,8 @@ from stream_detector.store import EventStore
 
 def cut(vtest: Path, out: Path, seconds: float, width: int, height: int) -> Path:
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(vtest), "-t", str(seconds), "-vf",
-                    f"scale={width}:{height}", "-c:v", "libx264", "-preset", "ultrafast", "-threads",
-                    "1", "-pix_fmt", "yuv420p", str(out)], check=True)
+                    f"scale={width}:{height}", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-threads", "1", "-pix_fmt", "yuv420p", str(out)], check=True)
     return out
 
 
@@ -105,7 +105,8 @@ def test_nearest_frame_in_capture_time_or_none_when_too_far() -> None:
     history = FrameHistory(seconds=3.0, fps=4.0)
     for t in (10.0, 10.25, 10.5, 10.75, 11.0):
         history.put(frame(t))
-    for wanted, expected in [(10.3, 10.25), (10.4, 10.5), (9.5, 10.0), (11.9, 11.0), (10.75, 10.75)]:
+    for wanted, expected in [(10.3, 10.25), (10.4, 10.5), (9.5, 10.0), (11.9, 11.0),
+                             (10.75, 10.75)]:
         found = history.nearest(wanted)
         assert found is not None and found.mono_time == expected, (wanted, found)
     assert history.nearest(12.1) is None and history.nearest(8.9) is None
@@ -114,8 +115,21 @@ def test_nearest_frame_in_capture_time_or_none_when_too_far() -> None:
 
 def test_scale_box_maps_scored_pixels_onto_the_main_frame() -> None:
     assert scale_box(Box(10, 20, 101, 288), 2.0, 2.0, 768, 576) == Box(20, 40, 202, 576)
-    assert scale_box(Box(0, 0, 384, 216), 1920 / 384, 1080 / 216, 1920, 1080) == Box(0, 0, 1920, 1080)
+    full = Box(0, 0, 1920, 1080)
+    assert scale_box(Box(0, 0, 384, 216), 1920 / 384, 1080 / 216, 1920, 1080) == full
     assert scale_box(None, 2.0, 2.0, 768, 576) is None
+
+
+def test_the_scored_stream_is_detect_source_and_the_main_stream_keeps_its_size() -> None:
+    cam = CameraConfig(source="rtsp://cam/main", detect_source="rtsp://cam/sub", width=320,
+                       height=240, capture="ffmpeg", hwaccel="cuda", realtime=False)
+    scored, main = scored_config(cam), main_stream_config(cam)
+    assert (scored.source, scored.width, scored.capture, scored.hwaccel) == (
+        "rtsp://cam/sub", 320, "ffmpeg", "cuda")
+    assert main is not None and (main.source, main.width, main.height, main.hwaccel) == (
+        "rtsp://cam/main", 0, 0, "cuda")
+    plain = CameraConfig(source="rtsp://cam/main")
+    assert scored_config(plain) is plain and main_stream_config(plain) is None
 
 
 # --- the reader on real files --------------------------------------------------------------------
@@ -167,6 +181,32 @@ def test_reader_reconnects_after_the_file_vanishes_turns_to_garbage_and_returns(
     assert not main.loop.is_alive()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_main_stream_thread_that_dies_of_a_bug_is_restarted(second: Path) -> None:
+    states = States()
+    main = reader(str(second), states, loop=True)
+    main.start()
+    try:
+        states.wait(True)
+        dead = main.loop
+
+        def broken(item: Any) -> bool:
+            raise RuntimeError("injected main-stream fault")
+
+        main.frames.put = broken  # type: ignore[method-assign]
+        dead.join(10)
+        assert not dead.is_alive() and not dead.finished
+        del main.frames.put  # the bug is gone; the history the renderer holds stays the same
+        assert main.supervise() and main.loop is not dead
+        deadline = time.monotonic() + 10
+        while main.frames.nearest(time.monotonic(), within=0.5) is None:
+            assert time.monotonic() < deadline, "the restarted reader keeps nothing"
+            time.sleep(0.05)
+        assert not main.supervise()
+    finally:
+        main.stop()
+
+
 # --- rendering -----------------------------------------------------------------------------------
 
 def test_snapshot_falls_back_to_the_scored_frame_and_says_so_once(
@@ -178,14 +218,18 @@ def test_snapshot_falls_back_to_the_scored_frame_and_says_so_once(
     peak = Peak(5.0, np.zeros((288, 384, 3), np.uint8), cells, Box(0, 0, 96, 72), time.monotonic())
     event = Event("e1", "door", "start", time.time(), 0.0, None, None, 5.0, 0, peak.box, 5.0)
     with caplog.at_level(logging.WARNING, "stream_detector.pipeline"):
-        shapes = [cv2.imdecode(np.frombuffer(render(peak, event) or b"", np.uint8), cv2.IMREAD_COLOR).shape
-                  for _ in range(3)]
+        shapes = [decoded(render(peak, event)).shape for _ in range(3)]
     assert shapes == [(288, 384, 3)] * 3
     assert len([r for r in caplog.records if "no main-stream frame" in r.message]) == 1
     history.put(Frame("door", 0, 0.0, time.time(), peak.mono_time or 0.0,
                       np.zeros((576, 768, 3), np.uint8)))
     jpeg = render(peak, event)
-    assert cv2.imdecode(np.frombuffer(jpeg or b"", np.uint8), cv2.IMREAD_COLOR).shape == (576, 768, 3)
+    assert decoded(jpeg).shape == (576, 768, 3)
+
+
+def decoded(jpeg: bytes | None) -> np.ndarray:
+    assert jpeg, "nothing rendered"
+    return cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
 
 
 # --- the daemon ----------------------------------------------------------------------------------
@@ -220,8 +264,8 @@ def run_daemon(tmp_path: Path, camera: dict[str, Any], seconds: float = 2.5
                ) -> tuple[list[dict[str, Any]], Daemon]:
     """Run one camera until an event has started and `seconds` passed; the stored "after"s."""
     cfg = parse_daemon_config({
-        "cameras": {"door": {"realtime": True, "loop": True, "min_duration": 0.5, "capture": "opencv",
-                             **camera}},
+        "cameras": {"door": {"realtime": True, "loop": True, "min_duration": 0.5,
+                             "capture": "opencv", **camera}},
         "metrics": {"port": 0}, "storage": {"path": str(tmp_path / "store")}}, "test.toml")
     store = EventStore(tmp_path / "events.sqlite")
     Boxed.sizes = set()
@@ -262,8 +306,9 @@ def test_a_camera_with_a_substream_scores_it_and_snapshots_the_main_stream(
     assert scored_box is not None
     assert end["box"] == scored_box.as_list(), "the event's box is in scored (detect_source) pixels"
     assert jpeg_size(end["snapshot"]) == (768, 576), "the snapshot shows the main stream"
-    assert "main-door" not in daemon.heartbeats.ages(), "the main stream stopped with the camera"
-    value = daemon.registry.get_sample_value("stream_detector_snapshot_stream_up", {"camera": "door"})
+    assert "capture-door/main" not in daemon.heartbeats.ages(), "the main stream stopped with the camera"
+    value = daemon.registry.get_sample_value("stream_detector_snapshot_stream_up",
+                                             {"camera": "door"})
     assert value is None, "its series goes with the camera"
 
 
@@ -276,7 +321,7 @@ def test_a_camera_without_a_substream_snapshots_what_it_scores(tmp_path: Path, s
 
 def test_the_main_stream_reports_up_while_running_and_restarts_after_reload(
         tmp_path: Path, vtest: Path, small: Path) -> None:
-    """Reload: a camera whose detect_source changed gets a new main-stream reader, the old one ends."""
+    """Reload: a camera whose detect_source changes gets a new main-stream reader; the old ends."""
     camera = {"source": str(vtest), "detect_source": str(small), "realtime": True, "loop": True,
               "capture": "opencv"}
     cfg = parse_daemon_config({"cameras": {"door": camera}, "metrics": {"port": 0},
