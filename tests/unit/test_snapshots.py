@@ -225,6 +225,12 @@ def test_snapshot_falls_back_to_the_scored_frame_and_says_so_once(
                       np.zeros((576, 768, 3), np.uint8)))
     jpeg = render(peak, event)
     assert decoded(jpeg).shape == (576, 768, 3)
+    later = Peak(5.0, peak.image, cells, peak.box, (peak.mono_time or 0.0) + 0.5)
+    history.put(Frame("door", 1, 0.5, time.time(), later.mono_time or 0.0,
+                      np.zeros((720, 1280, 3), np.uint8)))  # 16:9 main, 4:3 scored
+    with caplog.at_level(logging.WARNING, "stream_detector.pipeline"):
+        assert [decoded(render(later, event)).shape for _ in range(2)] == [(720, 1280, 3)] * 2
+    assert len([r for r in caplog.records if "aspect ratio" in r.message]) == 1
 
 
 def decoded(jpeg: bytes | None) -> np.ndarray:
