@@ -388,7 +388,8 @@ def _check_config(args: argparse.Namespace) -> int:
     if failed:
         name, exc = failed[0]
         more = f" ({len(failed) - 1} more camera(s) failed, see above)" if len(failed) > 1 else ""
-        raise ConfigError(f"{cfg.path}: cameras.{name}.source: probe failed: {exc}{more}")
+        key = "detect_source" if cfg.cameras[name].detect_source else "source"  # what is scored
+        raise ConfigError(f"{cfg.path}: cameras.{name}.{key}: probe failed: {exc}{more}")
     print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)}"
           f"{', each delivered a frame' if args.probe else ''})")
     return 0
@@ -406,9 +407,9 @@ def _probe(cfg: DaemonConfig, name: str, timeout: float) -> tuple[int, int]:
 
     from stream_detector.capture import redact
     from stream_detector.errors import SourceError
-    from stream_detector.pipeline import open_source_for
+    from stream_detector.pipeline import open_source_for, scored_config
 
-    cam = cfg.cameras[name]
+    cam = scored_config(cfg.cameras[name])  # the stream its model must fit
     result: list[np.ndarray | SourceError | None] = []
 
     def attempt() -> None:

@@ -320,6 +320,9 @@ class CameraConfig:
     # "auto" is ffmpeg for network streams when the ffmpeg program is installed, else opencv.
     capture: str = "auto"
     hwaccel: str = ""  # ffmpeg capture: decode with `-hwaccel VALUE` (cuda, vaapi, qsv, auto, ...)
+    # A camera's low-resolution substream, scored instead of `source`; `source` (the main stream)
+    # then feeds snapshots only. The model works at ~200 px: decoding 1080p just to score is waste.
+    detect_source: str = ""
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "source", "must not be empty")
@@ -327,6 +330,10 @@ class CameraConfig:
         _check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
         _check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
                "ffmpeg reads files and network streams; a USB device needs auto or opencv")
+        _check(self.capture != "ffmpeg" or not self.detect_source.isdigit(), "detect_source",
+               "ffmpeg reads files and network streams; a USB device needs auto or opencv")
+        _check(self.detect_source != self.source, "detect_source",
+               "must differ from source (leave it empty to score source)")
         _check(len(self.hwaccel) <= 32 and set(self.hwaccel) <= HWACCEL_CHARS, "hwaccel",
                "must be an ffmpeg -hwaccel name (a-z, 0-9, '_', at most 32 characters)")
         _check(not self.hwaccel or self.capture == "ffmpeg", "hwaccel", 'needs capture = "ffmpeg"')

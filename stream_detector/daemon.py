@@ -36,14 +36,17 @@ from stream_detector.pipeline import (
     is_stream_state,
     lane_for,
     load_camera_model,
+    main_stream_config,
     open_source_for,
     renderer_for,
+    scored_config,
     scoring_rate,
     torch_threads,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink
 from stream_detector.sinks.stdout import StdoutSink
+from stream_detector.snapshots import MainStream
 from stream_detector.store import EventStore, event_payload
 from stream_detector.validate import check_camera_model
 from stream_detector.supervision import Heartbeats
@@ -96,6 +99,7 @@ class Daemon:
                                       linger=cfg.inference.linger_ms / 1000)
         self._captures: dict[str, tuple[CaptureLoop, threading.Event, LoadedModel,
                                         Callable[[], CaptureLoop]]] = {}
+        self._main: dict[str, MainStream] = {}  # cameras scoring a detect_source: snapshots' stream
         self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
                                    lambda: self.metrics.readiness(cfg.metrics.ready_after),
                                    self.liveness)
@@ -130,6 +134,7 @@ class Daemon:
         """Close open events, write and flush them to the sinks, say offline, stop every thread."""
         self.stop_event.set()
         captures = [self._captures[name][0] for name in self._captures]
+        captures += [main.loop for main in self._main.values()]
         for name in list(self._captures):
             self._stop_camera(name, join=False)
         deadline = time.monotonic() + 3.0
@@ -206,14 +211,17 @@ class Daemon:
                                              keep=is_stream_state)
         lane = lane_for(name, cfg, model, queue, self._scorer)
         threshold = model.threshold(cfg.false_alarms_per_hour)
-        self.emitter.camera(name, renderer_for(name, model, threshold) if cfg.snapshot else None)
+        main = self._start_main_stream(name, cfg) if cfg.snapshot else None
+        frames = main.frames if main else None
+        self.emitter.camera(name, renderer_for(name, model, threshold, frames)
+                            if cfg.snapshot else None)
         self.metrics.camera_added(name)
         self.metrics.model_state(name, True)
         self.worker.add(lane)
         stop = threading.Event()
 
         def make_capture() -> CaptureLoop:
-            return CaptureLoop(name, lambda: open_source_for(cfg), queue, stop,
+            return CaptureLoop(name, lambda: open_source_for(scored_config(cfg)), queue, stop,
                                _Observer(self.metrics), stale_after=cfg.stale_after,
                                fps_limit=scoring_rate(cfg, model), beat=self.heartbeats.beater(f"capture-{name}"),
                                prepare=lambda: FramePreparer.for_model(model.metadata))
@@ -222,8 +230,22 @@ class Daemon:
         self._captures[name] = (capture, stop, model, make_capture)
         capture.start()
 
+    def _start_main_stream(self, name: str, cfg: CameraConfig) -> MainStream | None:
+        """A camera that scores its detect_source reads `source` for snapshots on its own thread."""
+        main_cfg = main_stream_config(cfg)
+        if main_cfg is None:
+            return None
+        main = MainStream(name, lambda: open_source_for(main_cfg), self.metrics.snapshot_stream,
+                          stale_after=cfg.stale_after, beat=self.heartbeats.beater(f"capture-{name}/main"))
+        self._main[name] = main
+        main.start()
+        return main
+
     def supervise(self) -> None:
         """Restart a capture thread that died of a bug: it ends on its own only by design."""
+        for name, main in list(self._main.items()):
+            if main.supervise():
+                self.metrics.thread_failed(f"capture-{name}/main")
         for name, (capture, stop, model, make) in list(self._captures.items()):
             if not capture.is_alive() and not capture.finished and not stop.is_set():
                 log.error("camera %s: capture thread died; restarting it", name)
@@ -238,6 +260,9 @@ class Daemon:
         stop.set()
         if join:
             capture.join(timeout=3.0)
+        if (main := self._main.pop(name, None)) is not None:
+            main.stop(join)
+            self.heartbeats.forget(f"capture-{name}/main")
         self.worker.remove(name)
         self.heartbeats.forget(f"capture-{name}")
         self.metrics.camera_removed(name)

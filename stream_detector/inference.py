@@ -257,7 +257,7 @@ class InferenceWorker(threading.Thread):
             self.metrics.scored(lane.name, s.score, now - f.mono_time)
             events = lane.tracker.observe(s)
             if lane.tracker.active is not None and (lane.peak is None or s.score >= lane.peak.score):
-                lane.peak = Peak(s.score, f.image, s.cells, s.box)
+                lane.peak = Peak(s.score, f.image, s.cells, s.box, f.mono_time)
             for ev in events:
                 self._out(lane, ev, f.mono_time)
         if scores:

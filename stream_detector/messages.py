@@ -92,7 +92,8 @@ class Peak:
     score: float
     image: np.ndarray = field(repr=False)
     cells: np.ndarray = field(repr=False)
-    box: Box | None = None
+    box: Box | None = None  # in the pixels of `image`, the scored frame
+    mono_time: float | None = None  # its capture time: the snapshot finds the main frame nearest it
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,8 @@ class Metrics:
         self._events = counter("events", "Anomaly events emitted, by type (start, update, end).",
                                ("camera", "type"))
         self._stream_up = gauge("stream_up", "1 while the camera delivers frames, else 0.")
+        self._snapshot_stream_up = gauge(  # cameras with a detect_source only: not in _per_camera
+            "snapshot_stream_up", "1 while the main stream that snapshots show delivers frames.")
         self._anomaly_score = gauge("anomaly_score", "Latest smoothed anomaly score.")
         self._anomaly_active = gauge("anomaly_active", "1 while an anomaly event is open, else 0.")
         self._queue_depth = gauge("queue_depth", "Frames waiting between capture and scoring.")
@@ -170,6 +172,17 @@ class Metrics:
     def frame_dropped(self, camera: str, n: int = 1) -> None:
         self.camera_added(camera)
         self._frames_dropped.labels(camera).inc(n)
+
+    def snapshot_stream(self, camera: str, up: bool | None) -> None:
+        """The main stream of a camera that scores its substream came up or went down (None: the
+        camera stopped reading it: its series goes)."""
+        if up is None:
+            try:
+                self._snapshot_stream_up.remove(camera)
+            except KeyError:
+                pass
+            return
+        self._snapshot_stream_up.labels(camera).set(1 if up else 0)
 
     def stream_state(self, camera: str, up: bool) -> None:
         """A stream came up or went down; an outage must not count as one long frame interval."""

@@ -135,23 +135,29 @@ def check_readable(name: str, key: str) -> None:
 
 
 def check_source(name: str, cam: CameraConfig, where: str) -> None:
-    """A local file must be a video that decodes; a URL needs a host. Cameras are not contacted."""
-    key = f"{where}: cameras.{name}.source"
+    """A local file must be a video that decodes; a URL needs a host. Cameras are not contacted.
+    `detect_source`, when set, is checked the same way."""
+    for field in ("source", "detect_source"):
+        if value := getattr(cam, field):
+            _check_uri(value, f"{where}: cameras.{name}.{field}")
+
+
+def _check_uri(uri: str, key: str) -> None:
     try:
-        kind = source_kind(cam.source)
-        parts = urlsplit(cam.source)
+        kind = source_kind(uri)
+        parts = urlsplit(uri)
         parts.port  # noqa: B018 (parses the port: ValueError when it is not a number)
     except ValueError as exc:  # "rtsp://[::1", "rtsp://cam:99x/"
         raise ConfigError(f"{key}: not a valid URL ({exc})") from None
-    if cam.source == DEMO_SOURCE or kind == "device":
+    if uri == DEMO_SOURCE or kind == "device":
         return
     if kind == "stream":
         if not parts.hostname:
             raise ConfigError(f"{key}: the URL has no host")
         return
-    check_readable(cam.source, key)
+    check_readable(uri, key)
     try:
-        video_info(Path(cam.source))
+        video_info(Path(uri))
     except SourceError as exc:
         raise ConfigError(f"{key}: {exc}") from None
 
