@@ -20,7 +20,7 @@ import torch
 import cv2
 
 from stream_detector.camera import RateLimit
-from stream_detector.capture import iter_frames, open_capture
+from stream_detector.capture import DECODE_THREADS, iter_frames, open_capture
 from stream_detector.model.runtime import LoadedModel
 from stream_detector.motion import MotionField, to_gray_u8
 from stream_detector.preprocess import FramePreparer, Preprocessor
@@ -89,13 +89,15 @@ def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 
             scorer.push(frames[i:i + 1])
 
     def live_path() -> None:
-        """One camera as the daemon runs it: a capture thread decodes every frame and prepares
-        (preprocessing, motion) those due at the model's rate; the inference thread scores what
-        has queued, in one call. A bounded queue between them (blocking here, so nothing is lost)."""
-        handoff: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=16)
+        """One camera as the daemon runs it: a reader thread decodes every frame and converts those
+        due at the model's rate, the capture thread prepares them (preprocessing, motion), the
+        inference thread scores what has queued in one call. Bounded queues between them (blocking
+        here, so nothing is lost)."""
+        decoded: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=2)
+        prepared: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=16)
 
-        def capture() -> None:
-            cap, prepare, rate = open_capture(video), FramePreparer.for_model(model.metadata), RateLimit(fps)
+        def read() -> None:
+            cap, rate = open_capture(video, DECODE_THREADS), RateLimit(fps)
             try:
                 for i in range(n):
                     if not cap.grab():
@@ -103,25 +105,33 @@ def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 
                     if rate.due(i / source_fps):
                         ok, image = cap.retrieve()
                         if ok:
-                            handoff.put(prepare(image))
+                            decoded.put(image)
             finally:
                 cap.release()
-                handoff.put(None)
+                decoded.put(None)
 
-        thread = threading.Thread(target=capture, daemon=True)
-        thread.start()
+        def prepare() -> None:
+            preparer = FramePreparer.for_model(model.metadata)
+            while (image := decoded.get()) is not None:
+                prepared.put(preparer(image))
+            prepared.put(None)
+
+        threads = [threading.Thread(target=read, daemon=True), threading.Thread(target=prepare, daemon=True)]
+        for thread in threads:
+            thread.start()
         scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
                               chunk=batch, frames_carry_motion=True)
         done = False
         while not done:
-            got = [handoff.get()]
-            while not handoff.empty() and len(got) < batch:
-                got.append(handoff.get())
+            got = [prepared.get()]
+            while not prepared.empty() and len(got) < batch:
+                got.append(prepared.get())
             done = got[-1] is None
             ready = [g for g in got if g is not None]
             if ready:
                 scorer.push(np.stack(ready))
-        thread.join()
+        for thread in threads:
+            thread.join()
 
     cap = open_capture(video)
     source_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) or 25.0

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,11 +111,10 @@ class _Reader(threading.Thread):
     """
 
     def __init__(self, camera: str, open_source: Callable[[], FrameSource], fps_limit: float,
-                 clock: Callable[[], float], prepare: Preparing | None = None) -> None:
+                 clock: Callable[[], float]) -> None:
         super().__init__(name=f"capture-{camera}-reader", daemon=False)
         self.camera = camera
         self.open_source = open_source
-        self.prepare = prepare
         self.fps_limit = fps_limit
         self.clock = clock
         self.handoff: queue.Queue[Frame | _Ended] = queue.Queue(maxsize=2)
@@ -141,7 +141,6 @@ class _Reader(threading.Thread):
 
     def _read(self, source: FrameSource) -> _Ended:
         index, rate = -1, RateLimit(self.fps_limit)
-        prepare = self.prepare() if self.prepare is not None else None  # per connection
         while not self._cancelled():
             if not source.grab():
                 if source.finished:
@@ -156,8 +155,7 @@ class _Reader(threading.Thread):
             image = source.retrieve()
             if image is None:
                 return _Ended("frame could not be decoded", final=False)
-            prepared = prepare(image) if prepare is not None else None
-            self._hand(Frame(self.camera, index, t, wall, mono, image, prepared))
+            self._hand(Frame(self.camera, index, t, wall, mono, image))
         return _Ended("stopped", final=True)
 
     def _cancelled(self) -> bool:
@@ -241,7 +239,10 @@ class CaptureLoop(threading.Thread):
             self.beat()
 
     def _connect(self) -> _Ended:
-        reader = _Reader(self.camera, self.open_source, self.fps_limit, self.clock, self.prepare)
+        reader = _Reader(self.camera, self.open_source, self.fps_limit, self.clock)
+        # This thread prepares the frames while the reader decodes the next ones: two stages of one
+        # camera on two cores. A new connection gets a new preparer (no motion across the gap).
+        prepare = self.prepare() if self.prepare is not None else None
         reader.start()
         try:
             while not self.stop.is_set():
@@ -259,6 +260,11 @@ class CaptureLoop(threading.Thread):
                     continue
                 if isinstance(item, _Ended):
                     return item
+                if prepare is not None:
+                    try:
+                        item = dataclasses.replace(item, prepared=prepare(item.image))
+                    except Exception as exc:  # noqa: BLE001 - a bad frame ends this connection only
+                        return _Ended(f"frame could not be prepared ({type(exc).__name__})", final=False)
                 self._deliver(item)
             return _Ended("stopped", final=True)
         finally:
