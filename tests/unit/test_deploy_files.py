@@ -10,6 +10,7 @@ from pathlib import Path
 
 from stream_detector.config import (
     CameraConfig,
+    InferenceConfig,
     LoggingConfig,
     MetricsConfig,
     MqttConfig,
@@ -42,7 +43,7 @@ def test_example_config_documents_every_key_with_a_valid_value() -> None:
     assert set(cfg.cameras) == {"front_door", "workshop"}
     assert set(doc["cameras"]["front_door"]) == field_names(CameraConfig)
     for table, cls in [("mqtt", MqttConfig), ("metrics", MetricsConfig), ("storage", StorageConfig),
-                       ("logging", LoggingConfig)]:
+                       ("logging", LoggingConfig), ("inference", InferenceConfig)]:
         assert set(doc[table]) == field_names(cls), table
     assert "device" in doc
 
