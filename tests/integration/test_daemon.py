@@ -294,6 +294,8 @@ def live(tmp_path_factory: pytest.TempPathFactory, broker: Broker, vtest: Path) 
     try:
         rtsp.start()
         daemon.wait_up()
+        # The camera opens through its own ffmpeg process (probe, then read): seconds, not instant.
+        daemon.wait_metric("stream_detector_stream_up", lambda v: v == 1, 40, camera="street")
         yield LiveDaemon(daemon, config, doc, rtsp, tmp, started)
     finally:
         for prometheus in started:
