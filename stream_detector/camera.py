@@ -79,6 +79,8 @@ class CaptureObserver(Protocol):
 
     def frame_dropped(self, camera: str) -> None: ...
 
+    def frames_skipped(self, camera: str, n: int) -> None: ...
+
     def stream_state(self, camera: str, up: bool) -> None: ...
 
     def reconnecting(self, camera: str) -> None: ...
@@ -243,6 +245,7 @@ class CaptureLoop(threading.Thread):
         # This thread prepares the frames while the reader decodes the next ones: two stages of one
         # camera on two cores. A new connection gets a new preparer (no motion across the gap).
         prepare = self.prepare() if self.prepare is not None else None
+        last_index = -1  # frames in between were skipped by the scoring rate
         reader.start()
         try:
             while not self.stop.is_set():
@@ -265,6 +268,9 @@ class CaptureLoop(threading.Thread):
                         item = dataclasses.replace(item, prepared=prepare(item.image))
                     except Exception as exc:  # noqa: BLE001 - a bad frame ends this connection only
                         return _Ended(f"frame could not be prepared ({type(exc).__name__})", final=False)
+                if item.index - last_index > 1:
+                    self.observer.frames_skipped(self.camera, item.index - last_index - 1)
+                last_index = item.index
                 self._deliver(item)
             return _Ended("stopped", final=True)
         finally:

@@ -296,6 +296,7 @@ class _Observer:
     def __init__(self, metrics: Metrics) -> None:
         self.frame_read = metrics.frame_read
         self.frame_dropped = metrics.frame_dropped
+        self.frames_skipped = metrics.frames_skipped
         self.stream_state = metrics.stream_state
         self.reconnecting = metrics.reconnecting
 

@@ -71,6 +71,9 @@ class Metrics:
         self._frames_dropped = counter(
             "frames_dropped", "Frames read but discarded because the scoring queue was full.")
         self._frames_scored = counter("frames_scored", "Frames scored by the model.")
+        self._frames_skipped = counter(
+            "frames_skipped", "Frames decoded but not scored: the camera's scoring rate (fps_limit, "
+            "else its model's fitted rate) is below its frame rate.")
         self._reconnects = counter("reconnects", "Attempts to reopen a lost or failed stream.")
         self._events = counter("events", "Anomaly events emitted, by type (start, update, end).",
                                ("camera", "type"))
@@ -104,7 +107,8 @@ class Metrics:
         self._thread_errors = counter("thread_errors", "Faults caught in a daemon thread's loop.",
                                       ("thread",))
         self._per_camera: tuple[Counter | Gauge | Histogram, ...] = (
-            self._frames_read, self._frames_dropped, self._frames_scored, self._reconnects,
+            self._frames_read, self._frames_dropped, self._frames_scored, self._frames_skipped,
+            self._reconnects,
             self._stream_up, self._anomaly_score, self._anomaly_active,
             self._queue_depth, self._model_loaded, self._scoring_latency, self._event_latency,
             self._scoring_errors, self._snapshot_failures)
@@ -172,6 +176,10 @@ class Metrics:
     def frame_dropped(self, camera: str, n: int = 1) -> None:
         self.camera_added(camera)
         self._frames_dropped.labels(camera).inc(n)
+
+    def frames_skipped(self, camera: str, n: int) -> None:
+        self.camera_added(camera)
+        self._frames_skipped.labels(camera).inc(n)
 
     def snapshot_stream(self, camera: str, up: bool | None) -> None:
         """The main stream of a camera that scores its substream came up or went down (None: the

@@ -89,6 +89,9 @@ class _Observer:
     def frame_dropped(self, camera: str) -> None:
         pass
 
+    def frames_skipped(self, camera: str, n: int) -> None:
+        pass
+
     def stream_state(self, camera: str, up: bool) -> None:
         self.state(self.camera, up)
 

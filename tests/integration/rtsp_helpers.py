@@ -109,6 +109,9 @@ class Recorder:
     def frame_dropped(self, camera: str) -> None:
         self._add("dropped")
 
+    def frames_skipped(self, camera: str, n: int) -> None:
+        pass
+
     def stream_state(self, camera: str, up: bool) -> None:
         self._add("up" if up else "down")
 

@@ -122,6 +122,9 @@ class Recorder:
     def frame_dropped(self, camera: str) -> None:
         self._add("dropped", camera)
 
+    def frames_skipped(self, camera: str, n: int) -> None:
+        self._add("skipped", n)
+
     def stream_state(self, camera: str, up: bool) -> None:
         self._add("up" if up else "down", camera)
 
@@ -248,10 +251,11 @@ def test_resolution_change_mid_stream(run_loop) -> None:  # type: ignore[no-unty
 
 def test_fps_limit_skips_frames_without_converting_them(run_loop) -> None:  # type: ignore[no-untyped-def]
     src = FakeSource([(64, 48)] * 20, then="finish")  # 10 fps of stream time
-    loop, q, _ = run_loop(sources(src), fps_limit=5.0)
+    loop, q, rec = run_loop(sources(src), fps_limit=5.0)
     loop.join(3)
     assert [f.index for f in frames_of(q)] == list(range(0, 20, 2))
     assert src.retrieved == 10
+    assert [c for c in rec.calls if c[0] == "skipped"] == [("skipped", 1)] * 9  # counted, not lost
 
 
 def test_hung_source_counts_as_lost_after_stale_after(run_loop) -> None:  # type: ignore[no-untyped-def]

@@ -33,6 +33,9 @@ class Recorder:
     def frame_dropped(self, camera: str) -> None:
         pass
 
+    def frames_skipped(self, camera: str, n: int) -> None:
+        pass
+
     def stream_state(self, camera: str, up: bool) -> None:
         self.states.append(up)
 
