@@ -499,7 +499,8 @@ class FFmpegSource:
             cmd += ["-stream_loop", "-1"]
         if self.hwaccel:
             cmd += ["-hwaccel", self.hwaccel]
-        cmd += ["-threads", str(DECODE_THREADS), *self._input_args(), "-i", self.uri, "-an", "-sn", "-dn", "-map", "0:v:0",
+        cmd += ["-threads", str(DECODE_THREADS), *self._input_args(), "-i", self.uri,
+                "-an", "-sn", "-dn", "-map", "0:v:0",
                 "-vf", f"scale={self.width}:{self.height}", "-fps_mode", "passthrough",
                 "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1"]
         try:

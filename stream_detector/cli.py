@@ -92,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
     b.add_argument("--frames", type=_count(1), default=400)
     b.add_argument("--batch", type=_count(1), default=8, help="windows per model call (8 fits CPU caches best)")
-    b.add_argument("--threads", type=_count(0), default=0, help="torch CPU threads (0 = the daemon's auto: half the cores)")
+    b.add_argument("--threads", type=_count(0), default=0,
+                   help="torch CPU threads (0 = the daemon's auto: half the cores)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.set_defaults(handler=_bench)
 

@@ -223,7 +223,8 @@ class Daemon:
         def make_capture() -> CaptureLoop:
             return CaptureLoop(name, lambda: open_source_for(scored_config(cfg)), queue, stop,
                                _Observer(self.metrics), stale_after=cfg.stale_after,
-                               fps_limit=scoring_rate(cfg, model), beat=self.heartbeats.beater(f"capture-{name}"),
+                               fps_limit=scoring_rate(cfg, model),
+                               beat=self.heartbeats.beater(f"capture-{name}"),
                                prepare=lambda: FramePreparer.for_model(model.metadata))
 
         capture = make_capture()

@@ -93,13 +93,14 @@ def read_metadata(model_dir: Path) -> dict[str, Any]:
 def pick_precision(precision: str, device: torch.device, module: Any, path: Path) -> str:
     """'auto' -> fp16 on CUDA for modules that allow it (twice the throughput of float32 on tensor
     cores), else fp32; 'fp16' asks for it anywhere (CPU too: slower, but it is how tests check it)."""
+    if precision not in ("auto", "fp16", "fp32"):
+        raise ModelError(f"precision {precision!r}: expected auto, fp16 or fp32")
     ready = bool(getattr(module, "half_ready", False))
     if precision == "fp16" and not ready:
         raise ModelError(f"{path}: precision fp16: this model was exported before half precision was "
                          f"supported (fit it again)")
-    if precision not in ("auto", "fp16", "fp32"):
-        raise ModelError(f"precision {precision!r}: expected auto, fp16 or fp32")
-    return "fp16" if precision == "fp16" or (precision == "auto" and ready and device.type == "cuda") else "fp32"
+    half = precision == "fp16" or (precision == "auto" and ready and device.type == "cuda")
+    return "fp16" if half else "fp32"
 
 
 def load(model_dir: Path, device: str = "auto", precision: str = "auto") -> LoadedModel:
