@@ -285,9 +285,10 @@ def _bench(args: argparse.Namespace) -> int:
     from stream_detector.model.runtime import load
 
     from stream_detector.config import InferenceConfig
-    from stream_detector.pipeline import torch_threads
+    from stream_detector.pipeline import keep_tensors_in_the_heap, torch_threads
 
-    # The daemon's choice unless told otherwise, so the figures are the daemon's.
+    # The daemon's choices unless told otherwise, so the figures are the daemon's.
+    keep_tensors_in_the_heap()
     torch.set_num_threads(torch_threads(InferenceConfig(torch_threads=args.threads), os.cpu_count() or 1))
     model = load(args.model, args.device)
     source = args.source or DEMO_VIDEO

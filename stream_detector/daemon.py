@@ -34,6 +34,7 @@ from stream_detector.pipeline import (
     check_camera,
     check_device,
     is_stream_state,
+    keep_tensors_in_the_heap,
     lane_for,
     load_camera_model,
     main_stream_config,
@@ -109,6 +110,7 @@ class Daemon:
     def start(self) -> None:
         """Close what a crash left open, then start the threads; cameras last."""
         last_seq = self._recover()
+        keep_tensors_in_the_heap()
         threads = torch_threads(self.cfg.inference, os.cpu_count() or 1)
         torch.set_num_threads(threads)  # the daemon owns its process: one setting for all cameras
         log.info("inference: %d torch thread(s), %s", threads,

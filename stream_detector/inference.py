@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stream_detector.buffer import CALL_FRAMES
 from stream_detector.errors import SourceError
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
 
@@ -94,7 +95,7 @@ class InferenceWorker(threading.Thread):
     def __init__(self, cond: threading.Condition, emit: Callable[[EventOut | ScoreOut], None],
                  metrics: WorkerMetrics, stop: threading.Event,
                  beat: Callable[[], None] = lambda: None, idle_wait: float = 0.5,
-                 chunk: int = 32, linger: float = 0.005) -> None:
+                 chunk: int = CALL_FRAMES, linger: float = 0.005) -> None:
         super().__init__(name="inference", daemon=True)
         self.cond = cond
         self.emit = emit

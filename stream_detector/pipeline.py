@@ -4,6 +4,8 @@ frame scores with regions -> events -> snapshot. The daemon (daemon.py) runs the
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -49,9 +51,9 @@ class FrameScorer:
         self.model = model
         self.threshold = threshold
         self.prepare = FramePreparer.for_model(model.metadata)
-        self.scorer = WindowScorer(model.module, model.slicer, model.smoothing,
-                                   model.device, top_k=int(model.metadata.get("top_k", 1)), ignore=ignore,
-                                   frames_carry_motion=True)
+        self.scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
+                                   chunk=model.bank.new, top_k=int(model.metadata.get("top_k", 1)),
+                                   ignore=ignore, frames_carry_motion=True, bank=model.bank)
 
     @property
     def batch_key(self) -> object:
@@ -195,6 +197,22 @@ def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue
         return make(model, threshold, ignore_mask(model, cfg.ignore, w, h))
 
     return Lane(name, queue, EventTracker(name, policy), make_scorer, model.device.type)
+
+
+def keep_tensors_in_the_heap() -> bool:
+    """Ask glibc to serve allocations up to 32 MB from its heap and to keep 128 MB of freed heap.
+
+    A model call over many cameras allocates intermediate tensors of several MB; by default glibc
+    maps each from the kernel and unmaps it on free, so every call pays page faults on fresh memory:
+    measured 5.0 ms a frame for calls of 16 cameras against 2.2 ms with this (one torch thread,
+    2-core VM). Returns False where the C library has no mallopt (not glibc): nothing changes."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 128 << 20))
 
 
 def scoring_rate(cfg: CameraConfig, model: LoadedModel) -> float:

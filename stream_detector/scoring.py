@@ -7,15 +7,15 @@ moving average over past scores.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
 
-from stream_detector.buffer import FeatureRing
+from stream_detector.buffer import FeatureBank
 from stream_detector.model.network import CUES
 from stream_detector.motion import MotionField, with_motion
 from stream_detector.slicer import SpacetimeSlicer
@@ -44,7 +44,8 @@ class WindowScorer:
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, smoothing: float,
                  device: torch.device, chunk: int = 8, top_k: int = 1,
-                 ignore: np.ndarray | None = None, frames_carry_motion: bool = False) -> None:
+                 ignore: np.ndarray | None = None, frames_carry_motion: bool = False,
+                 bank: FeatureBank | None = None) -> None:
         self.detector = detector
         self.slicer = slicer
         self.smoothing = smoothing
@@ -55,7 +56,13 @@ class WindowScorer:
         # threads prepare theirs; other callers' frames get it here.
         self.carries_motion = frames_carry_motion
         self.motion = MotionField() if self.wants_motion else None
-        self.ring = FeatureRing(slicer.window - 1)
+        # Streams scored together share a bank (the model's, in the daemon); alone, a private one.
+        self.bank = bank or FeatureBank(slicer.window - 1, new=max(chunk, 1))
+        if self.bank.history != slicer.window - 1:
+            raise ValueError(f"bank keeps {self.bank.history} frames, windows need {slicer.window - 1}")
+        self.block = self.bank.join()
+        weakref.finalize(self, self.bank.leave, self.block)
+        self.seen = 0  # frames ever pushed since the last reset: the index of the next one
         self._ema: float | None = None
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
         # here from the remaining cells, so the exported model stays camera-independent.
@@ -64,7 +71,7 @@ class WindowScorer:
 
     def reset(self) -> None:
         """Forget the stream (after a reconnect the old frames are no longer its past)."""
-        self.ring.clear()
+        self.seen = 0
         if self.motion is not None:
             self.motion.reset()
         self._ema = None
@@ -86,12 +93,12 @@ class WindowScorer:
             none = np.zeros((0, rows, cols), np.float32)
             return self.finish(np.zeros((0, len(CUES), rows, cols), np.float32), none,
                                np.zeros(0, np.float32))
-        return merge([score_together([self], [x[i:i + self.chunk]])[0]
-                      for i in range(0, len(x), self.chunk)])
+        step = min(self.chunk, self.bank.new)
+        return merge([score_together([self], [x[i:i + step]])[0] for i in range(0, len(x), step)])
 
     def finish(self, cell_error: np.ndarray, cell_score: np.ndarray, raw: np.ndarray) -> ScoreBatch:
         """This stream's share of a model call: masks, smoothing and warm-up flags."""
-        first = self.ring.seen - len(raw)
+        first = self.seen - len(raw)
         if self.ignore is not None:
             cell_score = np.where(self.ignore, -np.inf, cell_score)
             raw = frame_scores(cell_score, self.top_k)
@@ -103,49 +110,39 @@ class WindowScorer:
 
 @torch.no_grad()
 def score_together(scorers: Sequence[WindowScorer], inputs: Sequence[np.ndarray]) -> list[ScoreBatch]:
-    """The next frames of several streams scored in one model call; all share one detector.
+    """The next frames of several streams scored in one model call; all share one detector and
+    one FeatureBank.
 
-    inputs[i] is (n_i, C, H, W) model input (with motion) following scorer i's earlier frames.
-    New frames are encoded together; each stream's cached history and new features are laid end to
-    end, and window indices point into that run, so one forward scores every window. Streams'
-    state changes only once the call has succeeded: a failed call leaves every scorer as it was.
+    inputs[i] is (n_i, C, H, W) model input (with motion) following scorer i's earlier frames, at
+    most bank.new of them. New frames are encoded together and written into each stream's ring in
+    the bank; window indices point at bank rows, so one forward scores every window and no history
+    is copied. A stream's state (frames seen, smoothing) changes only once the call has succeeded:
+    a failed call leaves every scorer as it was (its new rows lie outside every window).
     """
     first = scorers[0]
-    detector, device = first.detector, first.device
+    detector, device, bank = first.detector, first.device, first.bank
+    if any(s.bank is not bank for s in scorers):
+        raise ValueError("streams scored together must share one FeatureBank")
+    if any(len(x) > bank.new for x in inputs):
+        raise ValueError(f"at most {bank.new} new frames per stream and call")
     x = torch.from_numpy(np.ascontiguousarray(np.concatenate(inputs), dtype=np.float32))
     if device.type == "cuda":  # page-locked staging lets the copy run asynchronously
         x = x.pin_memory().to(device, non_blocking=True)
     feats = detector.encode(x)
-    runs_x: list[Tensor] = []
-    runs_f: list[Tensor] = []
+    rows: list[int] = []
     windows: list[list[int]] = []
-    spans: list[tuple[int, int, int]] = []  # (start, end, new frames) of each stream's run
-    at = base = 0
     for scorer, chunk in zip(scorers, inputs):
-        n, history = len(chunk), len(scorer.ring)
-        if history:
-            assert scorer.ring.frames is not None and scorer.ring.features is not None
-            runs_x.append(scorer.ring.frames)
-            runs_f.append(scorer.ring.features)
-        runs_x.append(x[at:at + n])
-        runs_f.append(feats[at:at + n])
-        offset = scorer.ring.seen - history - base  # stream index -> index in the joint run
-        windows += [[i - offset for i in scorer.slicer.window_indices(t)]
-                    for t in range(scorer.ring.seen, scorer.ring.seen + n)]
-        spans.append((base, base + history + n, n))
-        at += n
-        base += history + n
-    all_x = torch.cat(runs_x) if len(runs_x) > 1 else runs_x[0]
-    all_f = torch.cat(runs_f) if len(runs_f) > 1 else runs_f[0]
-    out = detector(all_x, all_f, torch.tensor(windows, device=device))
+        new = range(scorer.seen, scorer.seen + len(chunk))
+        rows += bank.rows(scorer.block, list(new))
+        windows += [bank.rows(scorer.block, scorer.slicer.window_indices(t)) for t in new]
+    bank.store(torch.tensor(rows, device=device), x, feats)
+    assert bank.frames is not None and bank.features is not None
+    out = detector(bank.frames, bank.features, torch.tensor(windows, device=device))
     cell_error, cell_score, raw = (t.float().cpu().numpy() for t in (out[1], out[2], out[3]))
     batches, row = [], 0
-    for scorer, (start, end, n) in zip(scorers, spans):
-        if len(spans) > 1:  # a view would keep the whole joint run alive: copy this stream's part
-            keep = max(start, end - scorer.ring.capacity)
-            scorer.ring.keep(all_x[keep:end].clone(), all_f[keep:end].clone(), n)
-        else:
-            scorer.ring.keep(all_x, all_f, n)
+    for scorer, chunk in zip(scorers, inputs):
+        n = len(chunk)
+        scorer.seen += n
         batches.append(scorer.finish(cell_error[row:row + n], cell_score[row:row + n],
                                      raw[row:row + n]))
         row += n

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from stream_detector.buffer import CALL_FRAMES, FeatureBank
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
 from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, probe_input
@@ -29,6 +30,8 @@ class LoadedModel:
     slicer: SpacetimeSlicer
     path: Path
     precision: str = "fp32"  # of the network's weights: fp16 or fp32 (errors and scores: always fp32)
+    # The recent frames and features of every camera scored with this model: one call scores them all.
+    bank: FeatureBank = field(default_factory=lambda: FeatureBank(0), compare=False, repr=False)
 
     @property
     def smoothing(self) -> float:
@@ -127,7 +130,8 @@ def load(model_dir: Path, device: str = "auto", precision: str = "auto") -> Load
     width, height = meta["working_size"]
     slicer = SpacetimeSlicer(width, height, meta["window"], meta["cell"], meta["cell_stride"])
     _check_shapes(module, meta, slicer, model_path, dev)
-    return LoadedModel(module, meta, dev, slicer, model_dir, chosen)
+    return LoadedModel(module, meta, dev, slicer, model_dir, chosen,
+                       FeatureBank(slicer.window - 1, new=CALL_FRAMES))
 
 
 @torch.no_grad()

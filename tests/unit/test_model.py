@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import build_detector, tiny_config
+from stream_detector.buffer import FeatureBank
 from stream_detector.capture import iter_frames
 from stream_detector.demo import DEMO_VIDEO
 from stream_detector.errors import ModelError, SourceError
@@ -221,7 +222,8 @@ def test_cuda_half_precision_and_joint_calls_match_cpu_float32() -> None:
     assert_close_to_float32(cpu, gpu, x)
     alone = WindowScorer(cpu.module, cpu.slicer, cpu.smoothing, cpu.device, top_k=16,
                          frames_carry_motion=True).push(x[:20])
-    joint = [WindowScorer(gpu.module, gpu.slicer, gpu.smoothing, gpu.device, top_k=16) for _ in range(3)]
+    joint = [WindowScorer(gpu.module, gpu.slicer, gpu.smoothing, gpu.device, top_k=16, bank=gpu.bank)
+             for _ in range(3)]
     out = score_together(joint, [x[:20], x[20:], x[:20]])  # pinned host memory, one call
     np.testing.assert_allclose(out[0].score, alone.score, atol=0.01)
     np.testing.assert_allclose(out[2].score, out[0].score, atol=1e-6)
@@ -279,7 +281,8 @@ def test_streams_scored_together_equal_each_scored_alone() -> None:
     det, slicer = build_detector(tiny_config(pretext="motion"))
     clips = [frames(14, seed=s) for s in (3, 4, 5)]
     alone = [WindowScorer(det, slicer, 0.5, torch.device("cpu"), top_k=det.top_k).push(c) for c in clips]
-    joint = [WindowScorer(det, slicer, 0.5, torch.device("cpu"), top_k=det.top_k) for _ in clips]
+    bank = FeatureBank(slicer.window - 1, new=8)
+    joint = [WindowScorer(det, slicer, 0.5, torch.device("cpu"), top_k=det.top_k, bank=bank) for _ in clips]
     inputs = [s.model_input(c) for s, c in zip(joint, clips)]
     # Uneven steps per stream, and a stream that joins late: each keeps its own history.
     steps = [(0, 3, 2), (3, 4, 0), (4, 9, 6), (9, 14, 14)]
@@ -310,15 +313,15 @@ def test_a_failed_joint_call_leaves_every_stream_unchanged() -> None:
                 raise RuntimeError("injected")
             return self.det(*args)
 
-    faulty = Faulty()
-    a, b = (WindowScorer(faulty, slicer, 0.5, torch.device("cpu")) for _ in range(2))
+    faulty, bank = Faulty(), FeatureBank(slicer.window - 1, new=8)
+    a, b = (WindowScorer(faulty, slicer, 0.5, torch.device("cpu"), bank=bank) for _ in range(2))
     xa, xb = a.model_input(frames(12, seed=1)), b.model_input(frames(12, seed=2))
     score_together([a, b], [xa[:5], xb[:5]])
-    kept = (a.ring.seen, b.ring.seen, a.ring.frames, b.ring.frames, a._ema, b._ema)
+    kept = (a.seen, b.seen, a._ema, b._ema)
     faulty.fail = True
     with pytest.raises(RuntimeError):
         score_together([a, b], [xa[5:], xb[5:]])
-    assert (a.ring.seen, b.ring.seen, a.ring.frames, b.ring.frames, a._ema, b._ema) == kept
+    assert (a.seen, b.seen, a._ema, b._ema) == kept
     faulty.fail = False
     rest = score_together([a, b], [xa[5:], xb[5:]])[0].score
     whole = WindowScorer(det, slicer, 0.5, torch.device("cpu")).push(frames(12, seed=1)).score
