@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_detector.buffer import CALL_FRAMES
+from stream_detector.buffer import CALL_FRAMES, STREAM_FRAMES
 from stream_detector.errors import SourceError
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
 
@@ -214,11 +214,11 @@ class InferenceWorker(threading.Thread):
         return [self._on_timeline(lane, f) for f in frames if f.image.shape[:2] == (h, w)]
 
     def _score_group(self, members: list[tuple[Lane, list[Frame]]]) -> None:
-        """Lanes sharing a model: calls of at most `chunk` frames in all (bounded calls keep the
-        heartbeat beating), each taking every lane's oldest frames."""
+        """Lanes sharing a model: calls of at most `chunk` frames in all and STREAM_FRAMES per lane
+        (bounded calls keep the heartbeat beating), each taking every lane's oldest frames."""
         members = [(lane, frames) for lane, frames in members if frames]
         while members:
-            share = max(1, self.chunk // len(members))
+            share = max(1, min(STREAM_FRAMES, self.chunk // len(members)))
             self.beat()
             self._call([(lane, frames[:share]) for lane, frames in members])
             members = [(lane, frames[share:]) for lane, frames in members if len(frames) > share]

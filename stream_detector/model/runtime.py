@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from stream_detector.buffer import CALL_FRAMES, FeatureBank
+from stream_detector.buffer import FeatureBank
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import DEFAULT_MODEL as DEFAULT_MODEL  # re-exported
 from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, probe_input
@@ -131,7 +131,7 @@ def load(model_dir: Path, device: str = "auto", precision: str = "auto") -> Load
     slicer = SpacetimeSlicer(width, height, meta["window"], meta["cell"], meta["cell_stride"])
     _check_shapes(module, meta, slicer, model_path, dev)
     return LoadedModel(module, meta, dev, slicer, model_dir, chosen,
-                       FeatureBank(slicer.window - 1, new=CALL_FRAMES))
+                       FeatureBank(slicer.window - 1))
 
 
 @torch.no_grad()
