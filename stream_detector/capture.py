@@ -168,22 +168,13 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class OpenCVSource:
-    """A camera URL, a USB/V4L2 device index ("0") or a video file, read with OpenCV.
+class LiveSource:
+    """What every live source shares: where it reads, how it is paced, and its position.
 
-    Streams go through FFmpeg with open and read timeouts, so a dead or hung camera makes grab()
-    fail instead of blocking forever. For RTSP, OpenCV asks FFmpeg to prefer interleaved TCP
-    (rtsp_flags=prefer_tcp) unless OPENCV_FFMPEG_CAPTURE_OPTIONS is set: no UDP loss or NAT trouble.
-    Files can be paced at their own frame rate (`realtime`) and looped, so a clip can stand in
-    for a camera; their stream_time keeps growing across loops.
-    """
+    Subclasses open, grab, retrieve and close; `_pos` (stream seconds) and `_finished` are theirs
+    to keep current."""
 
-    READ_TIMEOUT_MARGIN = 2.0  # the capture loop's stale_after decides; FFmpeg's timeout comes after
-
-    @classmethod
-    def from_config(cls, camera: CameraConfig) -> OpenCVSource:
-        return cls(camera.source, realtime=camera.realtime, loop=camera.loop,
-                   read_timeout=camera.stale_after + cls.READ_TIMEOUT_MARGIN)
+    READ_TIMEOUT_MARGIN = 2.0  # stale_after (the capture loop) decides; the reader's timeout after
 
     def __init__(self, uri: str, realtime: bool = True, loop: bool = False,
                  open_timeout: float = 10.0, read_timeout: float = 10.0) -> None:
@@ -193,12 +184,8 @@ class OpenCVSource:
         self.loop = loop
         self.open_timeout = open_timeout
         self.read_timeout = read_timeout
-        self._cap: cv2.VideoCapture | None = None
         self._opened_at = 0.0  # monotonic time of open(): origin of live stream_time and of pacing
-        self._offset = 0.0  # looped files: length of the passes already played
         self._pos = 0.0
-        self._fps = 0.0
-        self._pass_frames = 0
         self._finished = False
 
     @property
@@ -212,6 +199,46 @@ class OpenCVSource:
     @property
     def finished(self) -> bool:
         return self._finished
+
+    def grab(self) -> bool:
+        raise NotImplementedError
+
+    def retrieve(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def read(self) -> np.ndarray | None:
+        return self.retrieve() if self.grab() else None
+
+    def _pace(self) -> None:
+        """A file played in realtime: wait until the grabbed frame's time has come."""
+        if self.realtime and self.kind == "file":
+            delay = self._opened_at + self._pos - time.monotonic()
+            if delay > 0:
+                time.sleep(min(delay, MAX_PACING_SLEEP))
+
+
+class OpenCVSource(LiveSource):
+    """A camera URL, a USB/V4L2 device index ("0") or a video file, read with OpenCV.
+
+    Streams go through FFmpeg with open and read timeouts, so a dead or hung camera makes grab()
+    fail instead of blocking forever. For RTSP, OpenCV asks FFmpeg to prefer interleaved TCP
+    (rtsp_flags=prefer_tcp) unless OPENCV_FFMPEG_CAPTURE_OPTIONS is set: no UDP loss or NAT trouble.
+    Files can be paced at their own frame rate (`realtime`) and looped, so a clip can stand in
+    for a camera; their stream_time keeps growing across loops.
+    """
+
+    @classmethod
+    def from_config(cls, camera: CameraConfig) -> OpenCVSource:
+        return cls(camera.source, realtime=camera.realtime, loop=camera.loop,
+                   read_timeout=camera.stale_after + cls.READ_TIMEOUT_MARGIN)
+
+    def __init__(self, uri: str, realtime: bool = True, loop: bool = False,
+                 open_timeout: float = 10.0, read_timeout: float = 10.0) -> None:
+        super().__init__(uri, realtime, loop, open_timeout, read_timeout)
+        self._cap: cv2.VideoCapture | None = None
+        self._offset = 0.0  # looped files: length of the passes already played
+        self._fps = 0.0
+        self._pass_frames = 0
 
     def open(self) -> None:
         self.close()
@@ -255,10 +282,7 @@ class OpenCVSource:
             return False
         self._pass_frames += 1
         self._pos = self._position()
-        if self.realtime and self.kind == "file":
-            delay = self._opened_at + self._pos - time.monotonic()
-            if delay > 0:
-                time.sleep(min(delay, MAX_PACING_SLEEP))
+        self._pace()
         return True
 
     def retrieve(self) -> np.ndarray | None:
@@ -269,9 +293,6 @@ class OpenCVSource:
         except cv2.error:
             return None
         return frame if ok and frame is not None else None
-
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
 
     def close(self) -> None:
         if self._cap is not None:
@@ -373,7 +394,7 @@ def last_messages(stderr: bytes, redact_text: Callable[[str], str]) -> str:
     return joined if len(joined) <= 300 else joined[:297] + "..."
 
 
-class FFmpegSource:
+class FFmpegSource(LiveSource):
     """A camera URL or a video file, decoded by its own `ffmpeg` child process into raw BGR frames.
 
     OpenCV opens captures one at a time, so one camera's hung open delays every other camera;
@@ -387,7 +408,6 @@ class FFmpegSource:
     can see it in the process list, as with any tool that takes the URL as an argument.
     """
 
-    READ_TIMEOUT_MARGIN = 2.0  # as OpenCVSource: the capture loop's stale_after decides first
     KILL_AFTER = 1.0  # seconds between SIGTERM and SIGKILL when closing
 
     @classmethod
@@ -398,12 +418,7 @@ class FFmpegSource:
 
     def __init__(self, uri: str, realtime: bool = True, loop: bool = False,
                  open_timeout: float = 10.0, read_timeout: float = 10.0, hwaccel: str = "") -> None:
-        self.uri = uri
-        self.kind = source_kind(uri)
-        self.realtime = realtime
-        self.loop = loop
-        self.open_timeout = open_timeout
-        self.read_timeout = read_timeout
+        super().__init__(uri, realtime, loop, open_timeout, read_timeout)
         self.hwaccel = hwaccel
         self.width = self.height = 0
         self.fps = 0.0
@@ -413,21 +428,6 @@ class FFmpegSource:
         self._frame: bytearray | None = None  # the grabbed frame's bytes
         self._pending: bytearray | None = None  # the first frame, read by open()
         self._frames = 0  # grabbed since open, across loops
-        self._opened_at = 0.0
-        self._pos = 0.0
-        self._finished = False
-
-    @property
-    def name(self) -> str:
-        return redact(self.uri)
-
-    @property
-    def stream_time(self) -> float:
-        return self._pos
-
-    @property
-    def finished(self) -> bool:
-        return self._finished
 
     def open(self) -> None:
         self.close()
@@ -581,19 +581,13 @@ class FFmpegSource:
             self._pos = (self._frames - 1) / self.fps
         else:
             self._pos = time.monotonic() - self._opened_at
-        if self.realtime and self.kind == "file":
-            delay = self._opened_at + self._pos - time.monotonic()
-            if delay > 0:
-                time.sleep(min(delay, MAX_PACING_SLEEP))
+        self._pace()
         return True
 
     def retrieve(self) -> np.ndarray | None:
         if self._frame is None:
             return None
         return np.frombuffer(self._frame, np.uint8).reshape(self.height, self.width, 3)
-
-    def read(self) -> np.ndarray | None:
-        return self.retrieve() if self.grab() else None
 
     def close(self) -> None:
         """Stop the child and reap it: no zombie, no orphan left decoding."""
