@@ -27,7 +27,7 @@ from stream_detector.messages import Frame
 pytestmark = pytest.mark.integration
 
 HANG = 12.0  # the hung camera's open timeout: far longer than the other camera needs to start
-FIRST_FRAME = 10.0  # door's first frame, from its start (ffprobe, then ffmpeg: ~6 s on an idle machine)
+FIRST_FRAME = 10.0  # door's first frame, from its start (ffprobe, then ffmpeg: ~2 s on an idle machine)
 
 
 class BlackHole:

@@ -3,6 +3,8 @@ each capture: OpenCV in-process and an ffmpeg child process."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import threading
 import time
@@ -98,3 +100,47 @@ def test_a_hung_server_counts_as_lost_and_recovers(server: RtspServer, capture) 
     resumed = time.monotonic()
     wait_frame(q, resumed, 25)
     assert rec.counts["up"] == 2 and loop.is_alive()
+
+
+def _logging_wrappers(bin_dir: Path, log: Path, sizeless_quick_probe: bool) -> None:
+    """ffprobe and ffmpeg wrappers that log their arguments, then run the real programs; with
+    `sizeless_quick_probe`, a probe limited by -analyzeduration answers as for a stream whose
+    parameter sets have not come yet (a video stream of size 0x0)."""
+    bin_dir.mkdir()
+    for name in ("ffprobe", "ffmpeg"):
+        real = shutil.which(name)
+        assert real is not None
+        sizeless = ('case " $* " in *" -analyzeduration "*) '
+                    'echo \'{"streams": [{"width": 0, "height": 0}]}\'; exit 0;; esac\n'
+                    if name == "ffprobe" and sizeless_quick_probe else "")
+        script = bin_dir / name
+        script.write_text(f'#!/bin/sh\necho "{name} $*" >> "{log}"\n{sizeless}exec "{real}" "$@"\n')
+        script.chmod(0o755)
+
+
+@pytest.mark.parametrize("sizeless_quick_probe", [False, True])
+def test_ffmpeg_open_probes_a_stream_briefly_and_longer_only_when_it_must(
+        server: RtspServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sizeless_quick_probe: bool) -> None:
+    require_ffmpeg()
+    log = tmp_path / "calls.log"
+    _logging_wrappers(tmp_path / "bin", log, sizeless_quick_probe)
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}{os.pathsep}{os.environ['PATH']}")
+    source = FFmpegSource(server.url, open_timeout=10, read_timeout=5)
+    try:
+        source.open()
+        assert source.grab()
+        image = source.retrieve()
+        assert image is not None and image.shape == (288, 384, 3)
+    finally:
+        source.close()
+    calls = log.read_text().splitlines()
+    probes = [c for c in calls if c.startswith("ffprobe ")]
+    starts = [c for c in calls if c.startswith("ffmpeg ")]
+    assert "-analyzeduration" in probes[0].split()  # the brief probe comes first
+    assert len(starts) == 1
+    if sizeless_quick_probe:  # probed again at FFmpeg's default, and ffmpeg analyses as long
+        assert len(probes) == 2 and "-analyzeduration" not in probes[1].split()
+        assert "-analyzeduration" not in starts[0].split()
+    else:
+        assert len(probes) == 1 and "-analyzeduration" in starts[0].split()
