@@ -8,7 +8,8 @@ For each N it writes a config with N cameras on the same file (looped, paced at 
 broker, metrics on a free loopback port), starts `python -m stream_detector run --config FILE`,
 waits --warmup seconds after /metrics answers, then reads /metrics and /proc twice, --window seconds
 apart: frames read / scored / dropped, capture-to-score latency p50 / p99 (the daemon's histogram,
-so bucket upper bounds: "<="), process CPU and RSS. One line per N as soon as it is measured, a
+so bucket upper bounds: "<="), process CPU and RSS, and its child processes' CPU and PSS apart (the
+ffmpeg readers of `--camera-key 'capture="ffmpeg"'`). One line per N as soon as it is measured, a
 markdown table at the end. The daemon is stopped with SIGINT; one that exits early, never serves
 /metrics or does not stop cleanly is an error, shown with the tail of its log.
 
@@ -184,14 +185,32 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """utime + stime of every thread of the process, from /proc (Linux)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_seconds(self.proc.pid)
+
+    def children_cpu_seconds(self) -> dict[int, float]:
+        """The same for each running child (the ffmpeg capture processes), by pid."""
+        out = {}
+        for pid in _children(self.proc.pid):
+            try:
+                out[pid] = _cpu_seconds(pid)
+            except (OSError, IndexError, ValueError):
+                continue  # exited meanwhile
+        return out
 
     def rss_mb(self) -> float:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise HarnessError("no VmRSS in /proc status")
+        return _rss_mb(self.proc.pid)
+
+    def children_pss_mb(self) -> float:
+        """Proportional set size of the children together: shared library pages counted once
+        (each ffmpeg's RSS counts libavcodec and its kin again)."""
+        total = 0.0
+        for pid in _children(self.proc.pid):
+            try:
+                lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            except OSError:
+                continue  # exited meanwhile
+            total += sum(int(line.split()[1]) for line in lines if line.startswith("Pss:")) / 1024
+        return total
 
     def stop(self, timeout: float) -> None:
         """SIGINT, as an operator's Ctrl-C; it must exit 0 within `timeout`."""
@@ -212,6 +231,31 @@ class Daemon:
             self.proc.wait(10)
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise HarnessError(f"no VmRSS in /proc/{pid}/status")
+
+
+def _children(pid: int) -> list[int]:
+    """Pids whose parent is `pid`, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
 @dataclass
 class Run:
     """One N's figures. Latency quantiles are histogram bucket upper bounds (seconds); None when
@@ -228,6 +272,10 @@ class Run:
     cpu_of_percent: float
     rss_mb: float
     rss_per_extra_camera_mb: float | None = None
+    # The daemon's child processes (ffmpeg capture), outside the figures above; 0 with OpenCV.
+    children: int = 0
+    children_cpu_percent: float = 0.0
+    children_pss_mb: float = 0.0
 
 
 def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
@@ -269,13 +317,17 @@ def scored_rate(args: argparse.Namespace, fps: float) -> float:
 def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float) -> Run:
     time.sleep(args.warmup)
     daemon.check_running("during the warm-up")
+    k0 = daemon.children_cpu_seconds()
     m0, c0, t0 = daemon.scrape(), daemon.cpu_seconds(), time.monotonic()
     deadline = t0 + args.window
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(min(left, 0.5))
         daemon.check_running("during the measurement window")
     m1, c1, t1 = daemon.scrape(), daemon.cpu_seconds(), time.monotonic()
-    rss = daemon.rss_mb()
+    k1 = daemon.children_cpu_seconds()
+    rss, children_pss = daemon.rss_mb(), daemon.children_pss_mb()
+    # A child started in the window counts from its start; one that exited in it is not counted.
+    children_cpu = sum(c - k0.get(pid, 0.0) for pid, c in k1.items())
     elapsed = t1 - t0
     buckets = latency_buckets(m0, m1)
     paced = scored_rate(args, fps)
@@ -290,7 +342,9 @@ def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float) 
         frames_dropped=delta("frames_dropped_total"),
         latency_p50_le_s=quantile(buckets, 0.50), latency_p99_le_s=quantile(buckets, 0.99),
         cpu_percent=round((c1 - c0) / elapsed * 100, 1),
-        cpu_of_percent=100.0 * (os.cpu_count() or 1), rss_mb=round(rss, 1))
+        cpu_of_percent=100.0 * (os.cpu_count() or 1), rss_mb=round(rss, 1),
+        children=len(k1), children_cpu_percent=round(children_cpu / elapsed * 100, 1),
+        children_pss_mb=round(children_pss, 1))
 
 
 def run_daemon(cameras: int, video: Path, workdir: Path, args: argparse.Namespace,
@@ -353,7 +407,15 @@ def progress_line(r: Run) -> str:
             f"in {r.window_s:.1f} s; "
             f"latency p50 {seconds_le(r.latency_p50_le_s)}, p99 {seconds_le(r.latency_p99_le_s)}; "
             f"CPU {r.cpu_percent:.0f} % (of {r.cpu_of_percent:.0f} %); "
-            f"RSS {r.rss_mb:.0f} MB{extra}")
+            f"RSS {r.rss_mb:.0f} MB{extra}{children_text(r, '; ')}")
+
+
+def children_text(r: Run, sep: str) -> str:
+    """The ffmpeg children's share, when the daemon has any."""
+    if not r.children:
+        return ""
+    return (f"{sep}{r.children} child processes: CPU {r.children_cpu_percent:.0f} %, "
+            f"PSS {r.children_pss_mb:.0f} MB")
 
 
 def table(runs: list[Run], fps: float, scored: float) -> str:
@@ -366,7 +428,8 @@ def table(runs: list[Run], fps: float, scored: float) -> str:
         rows.append(f"| {r.cameras} x {fps:g} ({scored:g}/s) | {r.expected_frames:,.0f} | {r.frames_read:,.0f} "
                     f"| {r.frames_scored:,.0f} | {r.frames_dropped:,.0f} "
                     f"| {seconds_le(r.latency_p50_le_s)} | {seconds_le(r.latency_p99_le_s)} "
-                    f"| {r.cpu_percent:.0f} % of {r.cpu_of_percent:.0f} % "
+                    f"| {r.cpu_percent:.0f} % of {r.cpu_of_percent:.0f} %"
+                    f"{children_text(r, ' (+ ')}{')' if r.children else ''} "
                     f"| {r.rss_mb:.0f} MB | {extra} |")
     return "\n".join(rows)
 

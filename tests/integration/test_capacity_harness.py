@@ -67,6 +67,7 @@ def test_two_camera_counts_and_bench_to_json(workdir: Path) -> None:
         assert 0 < p50 <= p99, run
         assert number(run["cpu_percent"]) > 0, run
         assert number(run["rss_mb"]) > 0, run
+        assert run["children"] == 0, run  # files are read with OpenCV, in the daemon's process
     assert doc["runs"][0]["rss_per_extra_camera_mb"] is None  # N=1 is the reference
     number(doc["runs"][1]["rss_per_extra_camera_mb"])
     assert number(doc["bench"]["full_over_decode"]) > 0
@@ -77,6 +78,20 @@ def test_two_camera_counts_and_bench_to_json(workdir: Path) -> None:
         ["cameras 1", "cameras 2"]
     rows = [line for line in lines if line.startswith("| ") and " x 25 (10/s) |" in line]
     assert [row.split(" x ")[0] for row in rows] == ["| 1", "| 2"]
+
+
+def test_ffmpeg_capture_children_are_measured_apart(workdir: Path) -> None:
+    out = workdir / "capacity-ffmpeg.json"
+    done = harness(workdir, "--cameras", "2", "--warmup", "4", "--window", "4", "--no-bench",
+                   "--camera-key", 'capture="ffmpeg"', "--json", str(out))
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr
+    (run,) = json.loads(out.read_text())["runs"]
+    assert number(run["frames_scored"]) > 0, run
+    # One ffmpeg per camera, decoding outside the daemon's own CPU and memory figures.
+    assert run["children"] == 2, run
+    assert number(run["children_cpu_percent"]) > 0 and number(run["children_pss_mb"]) > 0, run
+    assert "2 child processes: CPU " in done.stdout
 
 
 def test_a_daemon_that_exits_at_once_is_an_error_with_its_log(workdir: Path) -> None:
