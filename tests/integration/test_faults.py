@@ -1,5 +1,5 @@
 """Faults against the real daemon, each test with its own daemon process: SIGKILL mid-event and a
-restart (real mosquitto), a locked database and a camera that cannot be scored (real Prometheus and
+restart (real mosquitto), SIGKILL with an ffmpeg reader running, a locked database and a camera that cannot be scored (real Prometheus and
 its alert rules), a wedged scorer (watchdog, /healthz, alert), a frozen RTSP stream, and Home
 Assistant discovery for a camera added by SIGHUP.
 """
@@ -20,7 +20,7 @@ import pytest
 from daemon_helpers import ROOT, DaemonProcess, NotifySocket, stored_events, write_clip, write_config
 from mqtt_broker import Broker, Message, free_port, running_broker, subscribed
 from prom_helpers import Prometheus, alert_rules, start_prometheus, wait_for, wait_for_scrapes
-from rtsp_helpers import RtspServer, require_gi_python
+from rtsp_helpers import RtspServer, require_ffmpeg, require_gi_python
 
 from stream_detector.demo import Injection
 
@@ -56,6 +56,51 @@ def events_of(messages: list[Message]) -> list[dict[str, Any]]:
 def retained(port: int, topic: str) -> bytes:
     with subscribed(port, topic) as late:
         return late.wait_for(lambda m: bool(m))[0][1]
+
+
+def ffmpeg_children(pid: int) -> list[int]:
+    """Pids of `pid`'s children running ffmpeg, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if comm == "ffmpeg" and int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan is reaped by whoever adopted it, if anyone does)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return text[text.rindex(")") + 2:].split()[0] != "Z"
+
+
+def test_sigkill_leaves_no_ffmpeg_reader_behind_and_a_restart_reads_again(
+        tmp_path: Path, clips: dict[str, Path]) -> None:
+    require_ffmpeg()
+    doc: dict[str, Any] = {
+        "cameras": {"door": {"source": str(clips["plain"]), "loop": True, "capture": "ffmpeg"}},
+        "metrics": {"port": free_port()}, "storage": {"path": str(tmp_path / "store")}}
+    config = write_config(tmp_path / "config.toml", doc)
+    for name in ("first", "second"):
+        daemon = DaemonProcess(config, doc["metrics"]["port"], tmp_path, name=name)
+        try:
+            daemon.wait_metric("stream_detector_stream_up", lambda v: v == 1, 60, camera="door")
+            readers = ffmpeg_children(daemon.proc.pid)
+            assert len(readers) == 1, readers  # one ffmpeg per camera, none left from before
+            daemon.signal(signal.SIGKILL)
+            daemon.proc.wait(10)
+            # Nobody closes the child: it must notice by itself that its reader is gone.
+            wait_for(lambda: not any(running(p) for p in readers), 15,
+                     "the killed daemon's ffmpeg to exit")
+        finally:
+            daemon.close()
 
 
 def test_sigkill_mid_event_then_restart_ends_the_event_and_clears_the_anomaly(
