@@ -1,7 +1,7 @@
 """Faults against the real daemon, each test with its own daemon process: SIGKILL mid-event and a
-restart (real mosquitto), SIGKILL with an ffmpeg reader running, a locked database and a camera that cannot be scored (real Prometheus and
-its alert rules), a wedged scorer (watchdog, /healthz, alert), a frozen RTSP stream, and Home
-Assistant discovery for a camera added by SIGHUP.
+restart (real mosquitto), SIGKILL with an ffmpeg reader running, a locked database and a camera
+that cannot be scored (real Prometheus and its alert rules), a wedged scorer (watchdog, /healthz,
+alert), a frozen RTSP stream, and Home Assistant discovery for a camera added by SIGHUP.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def ffmpeg_children(pid: int) -> list[int]:
             text = stat.read_text()
         except OSError:
             continue
-        comm, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
-        if comm == "ffmpeg" and int(fields[1]) == pid:
+        comm, fields = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:]
+        if comm == "ffmpeg" and int(fields.split()[1]) == pid:
             found.append(int(stat.parent.name))
     return found
 
