@@ -198,7 +198,10 @@ class Daemon:
         return out
 
     def rss_mb(self) -> float:
-        return _rss_mb(self.proc.pid)
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise HarnessError("no VmRSS in /proc status")
 
     def children_pss_mb(self) -> float:
         """Proportional set size of the children together: shared library pages counted once
@@ -234,13 +237,6 @@ class Daemon:
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise HarnessError(f"no VmRSS in /proc/{pid}/status")
 
 
 def _children(pid: int) -> list[int]:

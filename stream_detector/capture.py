@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,7 +169,7 @@ def redact(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class LiveSource:
+class LiveSource(ABC):
     """What every live source shares: where it reads, how it is paced, and its position.
 
     Subclasses open, grab, retrieve and close; `_pos` (stream seconds) and `_finished` are theirs
@@ -200,11 +201,11 @@ class LiveSource:
     def finished(self) -> bool:
         return self._finished
 
-    def grab(self) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def grab(self) -> bool: ...
 
-    def retrieve(self) -> np.ndarray | None:
-        raise NotImplementedError
+    @abstractmethod
+    def retrieve(self) -> np.ndarray | None: ...
 
     def read(self) -> np.ndarray | None:
         return self.retrieve() if self.grab() else None
