@@ -35,6 +35,7 @@ def test_stages_do_not_import_the_wiring_or_the_cli() -> None:
 
 
 def test_messages_config_and_errors_import_no_stage() -> None:
-    for name in ("messages", "config", "errors"):
-        own = {i for i in imports_of(PACKAGE / f"{name}.py") if i.startswith("stream_detector")}
-        assert own <= {"stream_detector.errors"}, (name, own)
+    for path in [PACKAGE / "messages.py", PACKAGE / "errors.py", *(PACKAGE / "config").glob("*.py")]:
+        own = {i for i in imports_of(path) if i.startswith("stream_detector")}
+        assert own <= {"stream_detector.errors"} | {f"stream_detector.config.{p.stem}" for p in
+                                                    (PACKAGE / "config").glob("*.py")}, (path, own)

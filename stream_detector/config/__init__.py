@@ -1,0 +1,40 @@
+"""Configuration, read by every other stage: frozen dataclasses validated in one place, loaded from
+TOML with unknown keys rejected; every error is one line naming the file and the dotted key.
+
+  loading.py   reading TOML; building a dataclass from a table (unknown keys, types, ranges)
+  detector.py  DetectorConfig: how a model sees a scene and is fitted (`fit`, [detector])
+  daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, storage, logging; the default
+"""
+
+from stream_detector.config.daemon import (
+    CAMERA_NAME_CHARS,
+    CameraConfig,
+    DaemonConfig,
+    InferenceConfig,
+    LoggingConfig,
+    MetricsConfig,
+    MqttConfig,
+    StorageConfig,
+    default_daemon_config,
+    load_daemon_config,
+    parse_daemon_config,
+)
+from stream_detector.config.detector import DetectorConfig, load_detector_config
+from stream_detector.config.loading import shown
+
+__all__ = [
+    "CAMERA_NAME_CHARS",
+    "CameraConfig",
+    "DaemonConfig",
+    "DetectorConfig",
+    "InferenceConfig",
+    "LoggingConfig",
+    "MetricsConfig",
+    "MqttConfig",
+    "StorageConfig",
+    "default_daemon_config",
+    "load_daemon_config",
+    "load_detector_config",
+    "parse_daemon_config",
+    "shown",
+]

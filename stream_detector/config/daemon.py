@@ -1,0 +1,231 @@
+"""The daemon's settings (`run`, `check-config`, `events`): cameras, inference, MQTT, metrics,
+storage and logging, parsed from one TOML file, and the embedded default (the demo camera).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
+from stream_detector.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    topic_prefix: str = "stream-detector"
+    client_id: str = ""  # empty: "stream-detector-<hostname>"
+    username: str = ""
+    password: str = ""
+    qos: int = 1
+    keepalive: int = 30
+    tls_ca_file: str = ""  # set to enable TLS
+    tls_cert_file: str = ""  # client certificate (optional, with tls_key_file)
+    tls_key_file: str = ""
+    tls_insecure: bool = False  # skip hostname check (self-signed lab brokers only)
+    homeassistant_prefix: str = ""  # e.g. "homeassistant": publish discovery configs there
+    score_interval: float = 1.0  # seconds between <prefix>/<camera>/score messages
+
+    def __post_init__(self) -> None:
+        check(bool(self.host), "host", "must not be empty")
+        check(0 < self.port < 65536, "port", "must be in 1..65535")
+        check(bool(self.topic_prefix) and not any(c in self.topic_prefix for c in "#+"),
+               "topic_prefix", "must be non-empty without '#' or '+'")
+        check(self.qos in (0, 1, 2), "qos", "must be 0, 1 or 2")
+        check(5 <= self.keepalive <= 3600, "keepalive", "must be in 5..3600")
+        check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file",
+               "set tls_cert_file and tls_key_file together")
+        check(bool(self.tls_ca_file) or not self.tls_cert_file, "tls_cert_file",
+               "needs tls_ca_file (TLS is enabled by tls_ca_file)")
+        check(bool(self.tls_ca_file) or not self.tls_insecure, "tls_insecure",
+               "needs tls_ca_file (TLS is enabled by tls_ca_file)")
+        check(bool(self.username) or not self.password, "password", "needs a username")
+        check(len(self.client_id) <= 128, "client_id", "must be at most 128 characters")
+        check(0 <= self.score_interval <= 3600, "score_interval", "must be in 0..3600")
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 9108  # 0 = pick a free port (logged); tests use it
+    ready_after: float = 10.0  # /readyz fails if a camera has not scored a frame for this long
+
+    def __post_init__(self) -> None:
+        check(bool(self.host), "host", "must not be empty")
+        check(0 <= self.port < 65536, "port", "must be in 0..65535")
+        check(0 < self.ready_after <= 86400, "ready_after", "must be in (0, 86400]")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    path: str = "var/stream-detector"  # events.sqlite and snapshots/ live here
+    snapshots: bool = True
+    keep_days: float = 30.0
+    keep_mb: float = 1000.0  # events.sqlite plus snapshots/; the oldest go first; 0 = no limit
+
+    def __post_init__(self) -> None:
+        check(bool(self.path), "path", "must not be empty")
+        check(0 < self.keep_days <= 36500, "keep_days", "must be in (0, 36500]")
+        check(0 <= self.keep_mb <= 1e9, "keep_mb", "must be in [0, 1e9] (0 = no limit)")
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: str = "info"
+
+    def __post_init__(self) -> None:
+        check(self.level in ("debug", "info", "warning", "error"), "level",
+               "must be debug, info, warning or error")
+
+
+MAX_SIDE = 4096  # pixels: the model works at ~200 px; a larger resize target is a typo that
+# would fill the frame queue with gigabytes
+
+
+CAPTURES = ("auto", "opencv", "ffmpeg")
+HWACCEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    source: str  # rtsp://, http(s)://, tcp://, udp://, a file path, or a USB device index ("0")
+    model: str = ""  # model directory; empty = the committed demo model
+    enabled: bool = True
+    realtime: bool = True  # files: pace at their native frame rate (False: as fast as possible)
+    loop: bool = False  # files: start again at the end
+    # Frames scored per second: unset = the rate the model was fitted at (its windows and motion
+    # mean that many frames per second); 0 = every frame. Skipped frames are decoded, not converted.
+    fps_limit: float | None = None
+    width: int = 0  # resize frames to width x height right after decoding (0 = keep the source size)
+    height: int = 0
+    false_alarms_per_hour: float = 1.0  # threshold, as a target false alarm rate on normal footage
+    min_duration: float = 0.5  # seconds over threshold before an event starts
+    cooldown: float = 3.0  # seconds under the low threshold before it ends
+    low_threshold_ratio: float = 0.8  # hysteresis: low threshold = ratio x threshold
+    update_interval: float = 5.0  # seconds between event updates
+    stale_after: float = 10.0  # seconds without a frame before the stream counts as lost
+    queue_size: int = 16  # frames between capture and scoring; the oldest are dropped when full
+    ignore: tuple[tuple[tuple[float, float], ...], ...] = ()  # polygons in source pixels [[x,y],...]
+    snapshot: bool = True
+    # How frames are read: "ffmpeg" runs one ffmpeg process per camera, so a camera whose open hangs
+    # never delays another's (OpenCV opens captures one at a time); "opencv" decodes in-process;
+    # "auto" is ffmpeg for network streams when the ffmpeg program is installed, else opencv.
+    capture: str = "auto"
+    hwaccel: str = ""  # ffmpeg capture: decode with `-hwaccel VALUE` (cuda, vaapi, qsv, auto, ...)
+    # A camera's low-resolution substream, scored instead of `source`; `source` (the main stream)
+    # then feeds snapshots only. The model works at ~200 px: decoding 1080p just to score is waste.
+    detect_source: str = ""
+
+    def __post_init__(self) -> None:
+        check(bool(self.source), "source", "must not be empty")
+        check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
+        check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
+        check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
+               "ffmpeg reads files and network streams; a USB device needs auto or opencv")
+        check(self.capture != "ffmpeg" or not self.detect_source.isdigit(), "detect_source",
+               "ffmpeg reads files and network streams; a USB device needs auto or opencv")
+        check(self.detect_source != self.source, "detect_source",
+               "must differ from source (leave it empty to score source)")
+        check(len(self.hwaccel) <= 32 and set(self.hwaccel) <= HWACCEL_CHARS, "hwaccel",
+               "must be an ffmpeg -hwaccel name (a-z, 0-9, '_', at most 32 characters)")
+        check(not self.hwaccel or self.capture == "ffmpeg", "hwaccel", 'needs capture = "ffmpeg"')
+        check((self.width == 0) == (self.height == 0), "width", "set width and height together")
+        check(self.width == 0 or 32 <= self.width <= MAX_SIDE, "width", f"must be 0 or in 32..{MAX_SIDE}")
+        check(self.height == 0 or 32 <= self.height <= MAX_SIDE, "height",
+               f"must be 0 or in 32..{MAX_SIDE}")
+        check(0 < self.false_alarms_per_hour <= 3600, "false_alarms_per_hour", "must be in (0, 3600]")
+        check(0 <= self.min_duration <= 3600, "min_duration", "must be in 0..3600")
+        check(0 <= self.cooldown <= 3600, "cooldown", "must be in 0..3600")
+        check(0 < self.low_threshold_ratio <= 1, "low_threshold_ratio", "must be in (0, 1]")
+        check(0 < self.update_interval <= 86400, "update_interval", "must be in (0, 86400]")
+        check(0.1 <= self.stale_after <= 3600, "stale_after", "must be in 0.1..3600")
+        check(1 <= self.queue_size <= 1024, "queue_size", "must be in 1..1024")
+        for i, poly in enumerate(self.ignore):
+            check(len(poly) >= 3, f"ignore[{i}]", "a polygon needs at least 3 points")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How the one inference thread runs the model for every camera."""
+
+    # Threads of torch's CPU kernels; 0 = auto: about half the cores (1 on a 2-core host), the rest
+    # left to the capture threads, which decode and compute motion in parallel. Torch with more
+    # threads than it can have collapses (measured 10-20x slower on a busy 2-core host).
+    torch_threads: int = 0
+    # auto = half precision on CUDA when the model allows it, else float32; fp16 / fp32 force one.
+    precision: str = "auto"
+    linger_ms: float = 5.0  # once frames wait, how long to wait for other cameras' to share a call
+
+    def __post_init__(self) -> None:
+        check(0 <= self.torch_threads <= 256, "torch_threads", "must be in 0..256 (0 = auto)")
+        check(self.precision in ("auto", "fp16", "fp32"), "precision", "must be auto, fp16 or fp32")
+        check(0 <= self.linger_ms <= 1000, "linger_ms", "must be in 0..1000")
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    cameras: dict[str, CameraConfig]
+    mqtt: MqttConfig | None = None  # None: events go to the store and stdout only
+    metrics: MetricsConfig = MetricsConfig()
+    storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = LoggingConfig()
+    device: str = "auto"  # auto | cpu | cuda
+    inference: InferenceConfig = InferenceConfig()
+    path: str = ""  # the file it came from, for messages and SIGHUP reloads
+
+    def __post_init__(self) -> None:
+        check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+        check(bool(self.cameras), "cameras", "configure at least one camera")
+
+
+CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
+    """Validate a parsed TOML document; `where` (the file) prefixes every message."""
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras"}
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
+    cams = doc.get("cameras")
+    if not isinstance(cams, dict) or not cams:
+        raise ConfigError(f"{where}: cameras: configure at least one camera ([cameras.NAME] source = ...)")
+    cameras = {}
+    for name, table in cams.items():
+        if not name or not set(name) <= CAMERA_NAME_CHARS:
+            raise ConfigError(f"{where}: cameras.{shown_key(name)}: camera names use letters, digits, "
+                              f"'_' and '-' only")
+        cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}")
+    device = doc.get("device", "auto")
+    if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
+    enabled = {k: v for k, v in cameras.items() if v.enabled}
+    if not enabled:
+        raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
+    return DaemonConfig(
+        cameras=enabled,
+        mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt") if "mqtt" in doc else None,
+        metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics"),
+        storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),
+        logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging"),
+        device=device,
+        inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference"),
+        path=where,
+    )
+
+
+def load_daemon_config(path: Path) -> DaemonConfig:
+    return parse_daemon_config(read_toml(path), str(path))
+
+
+# The embedded default: the demo stream, no broker, metrics on loopback, events under var/.
+DEFAULT_DOC: dict[str, Any] = {
+    "cameras": {"demo": {"source": "demo", "min_duration": 0.3, "cooldown": 1.0, "update_interval": 2.0}},
+}
+
+
+def default_daemon_config() -> DaemonConfig:
+    return parse_daemon_config(DEFAULT_DOC, "<embedded default>")

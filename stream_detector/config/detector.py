@@ -1,0 +1,91 @@
+"""Detector settings: how a model sees a scene and how it is fitted (`fit --config`, [detector])."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stream_detector.config.loading import check, from_mapping, read_toml
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """How a model sees a scene and how it is fitted. Stored in the model's metadata."""
+
+    width: int = 0  # working width in pixels; 0 = derive from the footage's aspect (long side 192)
+    height: int = 0  # working height; 0 = derive
+    long_side: int = 192  # used when width/height are 0: resolution vs. speed trade-off
+    color: bool = False  # keep colour (3 channels) instead of grayscale: for scenes where hue matters
+    motion: bool = True  # dense optical flow as two more input channels, predicted and scored too
+    window: int = 8  # T: frames per window (T-1 context frames predict the last one)
+    cell: int = 16  # space-slice size in working pixels
+    cell_stride: int = 8  # step between space slices; < cell means overlapping slices
+    channels: int = 32  # spatial-branch width
+    temporal_channels: int = 16  # temporal-branch width
+    # "predict" the last frame (and its motion) from the others, "reconstruct" it, or predict its
+    # "motion" from the window's appearance alone.
+    pretext: str = "motion"
+    flow_weight: float = 1.0  # weight of the motion channels' loss beside the appearance loss
+    # Cell score = weighted sum of the cues' baseline z-scores: appearance error, motion error, speed
+    # (pretext "motion" has no appearance error; with "predict", give the first weight a value).
+    cue_weights: tuple[float, float, float] = (0.0, 0.5, 1.0)
+    holdout: float = 0.25  # share of the footage held back from training to set baseline + threshold
+    epochs: int = 12
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    max_train_frames: int = 6000  # cap on frames held in memory for fitting
+    baseline: str = "quantile"  # per-cell error statistic: "quantile" (median, q99) or "mean_std"
+    scale_floor: float = 1.0  # a cell's scale is at least this multiple of the median cell scale
+    baseline_blur: float = 2.5  # Gaussian sigma, in cells, shared between neighbouring baselines
+    smoothing: float = 0.5  # causal EMA weight of the newest frame score (1.0 = no smoothing)
+    top_k: int = 16  # frame score = mean of the k highest cell scores
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(self.width == 0 or self.width >= 32, "width", "must be 0 (auto) or >= 32")
+        check(self.height == 0 or self.height >= 32, "height", "must be 0 (auto) or >= 32")
+        check((self.width == 0) == (self.height == 0), "width", "set width and height together")
+        check(64 <= self.long_side <= 1024, "long_side", "must be in 64..1024")
+        check(3 <= self.window <= 32, "window", "must be in 3..32")
+        check(4 <= self.cell <= 128 and self.cell % 4 == 0, "cell", "must be a multiple of 4 in 4..128")
+        check(1 <= self.cell_stride <= self.cell, "cell_stride", "must be in 1..cell")
+        check(4 <= self.channels <= 256, "channels", "must be in 4..256")
+        check(4 <= self.temporal_channels <= 256, "temporal_channels", "must be in 4..256")
+        check(self.pretext in ("predict", "reconstruct", "motion"), "pretext",
+               "must be 'predict', 'reconstruct' or 'motion'")
+        check(self.pretext != "motion" or self.motion, "pretext", "'motion' needs motion = true")
+        check(0 <= self.flow_weight <= 100, "flow_weight", "must be in 0..100")
+        check(len(self.cue_weights) == 3 and all(0 <= w <= 100 for w in self.cue_weights)
+               and sum(self.cue_weights) > 0, "cue_weights", "must be 3 numbers in 0..100, not all 0")
+        check(0 <= self.holdout <= 0.5, "holdout", "must be in 0..0.5")
+        check(0 <= self.epochs <= 10000, "epochs", "must be in 0..10000")
+        check(1 <= self.batch_size <= 4096, "batch_size", "must be in 1..4096")
+        check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
+        check(self.max_train_frames >= 16, "max_train_frames", "must be >= 16")
+        check(self.baseline in ("mean_std", "quantile"), "baseline", "must be 'mean_std' or 'quantile'")
+        check(0 <= self.scale_floor <= 1000, "scale_floor", "must be in 0..1000")
+        check(0 <= self.baseline_blur <= 10, "baseline_blur", "must be in 0..10")
+        check(0 < self.smoothing <= 1, "smoothing", "must be in (0, 1]")
+        check(1 <= self.top_k <= 64, "top_k", "must be in 1..64")
+
+    def working_size(self, source_width: int, source_height: int) -> tuple[int, int]:
+        """(width, height) used for a source; auto sizes keep the aspect, multiples of 8."""
+        if self.width:
+            return self.width, self.height
+        scale = self.long_side / max(source_width, source_height)
+        def snap(v: float) -> int:
+            return max(32, int(round(v / 8)) * 8)
+        return snap(source_width * scale), snap(source_height * scale)
+
+
+def load_detector_config(path: Path | None, overrides: dict[str, Any] | None = None) -> DetectorConfig:
+    """Detector settings from an optional TOML file ([detector] table) plus command-line overrides."""
+    data: dict[str, Any] = {}
+    where = "detector"
+    if path is not None:
+        doc = read_toml(path)
+        data = dict(doc.get("detector", {}))
+        where = f"{path}: detector"
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return from_mapping(DetectorConfig, data, where)
