@@ -41,9 +41,9 @@ from typing import Any
 
 import stream_detector
 from stream_detector.capture import video_info
-from stream_detector.config import load_daemon_config
+from stream_detector.config import DEFAULT_MODEL, load_daemon_config
 from stream_detector.errors import UserError
-from stream_detector.model.runtime import DEFAULT_MODEL, read_metadata
+from stream_detector.model import read_metadata
 
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")  # Debian's opencv-doc
 PACKAGE_ROOT = Path(stream_detector.__file__).resolve().parent.parent

@@ -20,7 +20,7 @@ import numpy as np
 
 from stream_detector import __version__
 from stream_detector.errors import UserError
-from stream_detector.model import DEFAULT_MODEL  # not model.runtime: config errors need no torch
+from stream_detector.config import DEFAULT_MODEL  # not model/: config errors need no torch
 
 if TYPE_CHECKING:
     from stream_detector.config import DaemonConfig
@@ -282,10 +282,8 @@ def _bench(args: argparse.Namespace) -> int:
 
     from stream_detector import benchmark
     from stream_detector.demo import DEMO_VIDEO
-    from stream_detector.model.runtime import load
-
     from stream_detector.config import InferenceConfig
-    from stream_detector.pipeline import keep_tensors_in_the_heap, torch_threads
+    from stream_detector.model import keep_tensors_in_the_heap, load, torch_threads
 
     # The daemon's choices unless told otherwise, so the figures are the daemon's.
     keep_tensors_in_the_heap()

@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from stream_detector.buffer import DropPolicy, FrameQueue
 from stream_detector.camera import CaptureLoop
-from stream_detector.config import CameraConfig, DaemonConfig
+from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
 from stream_detector.errors import ConfigError
 from stream_detector.emitter import Emitter, Retention
 from stream_detector.inference import InferenceWorker, Item
 from stream_detector.metrics import HealthServer, Metrics
-from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel
+from stream_detector.model import LoadedModel, keep_tensors_in_the_heap, torch_threads
 from stream_detector.preprocess import FramePreparer
 from stream_detector.pipeline import (
     FrameScorer,
@@ -34,7 +34,6 @@ from stream_detector.pipeline import (
     check_camera,
     check_device,
     is_stream_state,
-    keep_tensors_in_the_heap,
     lane_for,
     load_camera_model,
     main_stream_config,
@@ -42,7 +41,6 @@ from stream_detector.pipeline import (
     renderer_for,
     scored_config,
     scoring_rate,
-    torch_threads,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink

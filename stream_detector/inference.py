@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_detector.buffer import CALL_FRAMES, STREAM_FRAMES
+from stream_detector.model import CALL_FRAMES, STREAM_FRAMES
 from stream_detector.errors import SourceError
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
 

@@ -4,8 +4,6 @@ frame scores with regions -> events -> snapshot. The daemon (daemon.py) runs the
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 from collections.abc import Callable
@@ -23,14 +21,15 @@ from stream_detector.capture import (
     capture_backend,
     source_kind,
 )
-from stream_detector.config import CameraConfig, InferenceConfig
+from stream_detector.config import CameraConfig
 from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.emitter import Renderer
 from stream_detector.events import EventTracker, policy_for
 from stream_detector.inference import Item, Lane, Scorer
 from stream_detector.messages import Box, Event, Frame, FrameScore, Peak, StreamState
-from stream_detector.model.runtime import DEFAULT_MODEL, LoadedModel, load, pick_device
+from stream_detector.config import DEFAULT_MODEL
+from stream_detector.model import LoadedModel, load, pick_device
 from stream_detector.preprocess import FramePreparer
 from stream_detector.report import snapshot
 from stream_detector.scoring import ScoreBatch, WindowScorer, firing_cells, score_together
@@ -171,15 +170,6 @@ def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str,
         raise ModelError(f"{where}: cameras.{name}.model: {exc}") from None
 
 
-def torch_threads(cfg: InferenceConfig, cores: int) -> int:
-    """Threads for torch's kernels: as configured, else about half the cores (1 on a 2-core host).
-
-    The inference thread's model calls then leave the other cores to the capture threads (decode,
-    preprocessing, motion: OpenCV and FFmpeg release the GIL), instead of every thread fighting for
-    every core; torch's thread pool degrades sharply when its threads are preempted."""
-    return cfg.torch_threads or max(1, min(4, cores // 2))
-
-
 ScorerFactory = Callable[[LoadedModel, float, "np.ndarray | None"], Scorer]
 
 
@@ -197,22 +187,6 @@ def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue
         return make(model, threshold, ignore_mask(model, cfg.ignore, w, h))
 
     return Lane(name, queue, EventTracker(name, policy), make_scorer, model.device.type)
-
-
-def keep_tensors_in_the_heap() -> bool:
-    """Ask glibc to serve allocations up to 32 MB from its heap and to keep 128 MB of freed heap.
-
-    A model call over many cameras allocates intermediate tensors of several MB; by default glibc
-    maps each from the kernel and unmaps it on free, so every call pays page faults on fresh memory:
-    measured 5.0 ms a frame for calls of 16 cameras against 2.2 ms with this (one torch thread,
-    2-core VM). Returns False where the C library has no mallopt (not glibc): nothing changes."""
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 128 << 20))
 
 
 def scoring_rate(cfg: CameraConfig, model: LoadedModel) -> float:

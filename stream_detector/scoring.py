@@ -15,10 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream_detector.buffer import FeatureBank
-from stream_detector.model.network import CUES
+from stream_detector.model import CUES, FeatureBank, SpacetimeSlicer
 from stream_detector.motion import MotionField, with_motion
-from stream_detector.slicer import SpacetimeSlicer
 
 
 @dataclass(frozen=True)

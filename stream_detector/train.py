@@ -28,15 +28,12 @@ from stream_detector import __version__
 from stream_detector.capture import expand_sources, iter_frames, video_info
 from stream_detector.config import DetectorConfig
 from stream_detector.errors import SourceError
-from stream_detector.model.export import export
-from stream_detector.model.network import (CUES, LEARNED, SpacetimeDetector, SpacetimeNet, context_offsets,
-                                           gather_window)
-from stream_detector.model.runtime import threshold_for
+from stream_detector.model import (CUES, LEARNED, SpacetimeDetector, SpacetimeNet, SpacetimeSlicer,
+                                   context_offsets, export, gather_window, threshold_for)
 from stream_detector.motion import MotionField, with_motion
 from stream_detector.preprocess import Preprocessor
 from stream_detector.progress import Progress
 from stream_detector.scoring import WindowScorer, ema, frame_scores
-from stream_detector.slicer import SpacetimeSlicer
 
 WINDOWS_PER_SEGMENT = 8  # windows cut from one run of consecutive frames: encode once, use T-1 times
 BLOCK_FRAMES = 200  # footage is cut into blocks of this many frames for the calibration split

@@ -11,7 +11,7 @@ import torch
 from stream_detector.config import DetectorConfig
 from stream_detector.model.export import export
 from stream_detector.model.network import SpacetimeDetector
-from stream_detector.slicer import SpacetimeSlicer
+from stream_detector.model import SpacetimeSlicer
 from stream_detector.train import assemble_detector, build_network
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,6 +8,7 @@ TOML with unknown keys rejected; every error is one line naming the file and the
 
 from stream_detector.config.daemon import (
     CAMERA_NAME_CHARS,
+    DEFAULT_MODEL,
     CameraConfig,
     DaemonConfig,
     InferenceConfig,
@@ -24,6 +25,7 @@ from stream_detector.config.loading import shown
 
 __all__ = [
     "CAMERA_NAME_CHARS",
+    "DEFAULT_MODEL",
     "CameraConfig",
     "DaemonConfig",
     "DetectorConfig",

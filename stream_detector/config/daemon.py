@@ -85,6 +85,9 @@ MAX_SIDE = 4096  # pixels: the model works at ~200 px; a larger resize target is
 # would fill the frame queue with gigabytes
 
 
+# The committed demo model, a camera's model when it names none (source checkout or editable install).
+# Here, not in model/, so the command line can name it without importing torch.
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "vtest"
 CAPTURES = ("auto", "opencv", "ffmpeg")
 HWACCEL_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_")
 

@@ -1,7 +1,58 @@
-"""The spacetime model: network (pure nn.Module), TorchScript export with metadata, and loading."""
+"""The model: the spacetime network and everything that travels with it, from geometry to the
+sealed directory the daemon loads.
 
-from pathlib import Path
+  network.py   the pure nn.Module and the exported detector; how the model is called (windows)
+  slicer.py    window and cell geometry: time slices, space slices, cells to pixel boxes
+  bank.py      the feature bank: each stream's recent frames and cached features, for joint calls
+  export.py    writing a model directory: TorchScript + metadata.json
+  manifest.py  the sealed directory: file hashes, signature, metadata schema, module checks
+  runtime.py   loading and checking a directory, the device and precision; torch's threads and heap
+"""
 
-# The committed demo model, used when a camera names none (source checkout or editable install).
-# Here rather than in runtime.py so the command line can name it without importing torch.
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "models" / "vtest"
+from stream_detector.model.bank import CALL_FRAMES, STREAM_FRAMES, FeatureBank
+from stream_detector.model.export import METADATA_FILE, MODEL_FILE, export
+from stream_detector.model.manifest import REQUIRED, sign, validate_metadata
+from stream_detector.model.network import (
+    CUES,
+    LEARNED,
+    SpacetimeDetector,
+    SpacetimeNet,
+    context_offsets,
+    gather_window,
+)
+from stream_detector.model.runtime import (
+    LoadedModel,
+    keep_tensors_in_the_heap,
+    load,
+    pick_device,
+    read_metadata,
+    threshold_for,
+    torch_threads,
+)
+from stream_detector.model.slicer import SpacetimeSlicer
+
+__all__ = [
+    "CALL_FRAMES",
+    "CUES",
+    "LEARNED",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "REQUIRED",
+    "STREAM_FRAMES",
+    "FeatureBank",
+    "LoadedModel",
+    "SpacetimeDetector",
+    "SpacetimeNet",
+    "SpacetimeSlicer",
+    "context_offsets",
+    "export",
+    "gather_window",
+    "keep_tensors_in_the_heap",
+    "load",
+    "pick_device",
+    "read_metadata",
+    "sign",
+    "threshold_for",
+    "torch_threads",
+    "validate_metadata",
+]

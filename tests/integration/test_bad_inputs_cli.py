@@ -21,7 +21,7 @@ import pytest
 from daemon_helpers import ROOT, DaemonProcess, write_clip, write_config
 from mqtt_broker import Broker, free_port, running_broker, subscribed
 
-from stream_detector.model import DEFAULT_MODEL
+from stream_detector.config import DEFAULT_MODEL
 
 
 @pytest.fixture(scope="module")

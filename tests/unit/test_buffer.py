@@ -2,7 +2,8 @@ import threading
 
 import torch
 
-from stream_detector.buffer import DropPolicy, FeatureBank, FrameQueue
+from stream_detector.buffer import DropPolicy, FrameQueue
+from stream_detector.model import FeatureBank
 
 
 def test_feature_bank_gives_each_stream_its_ring_and_grows_without_moving_them() -> None:

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from conftest import build_detector, tiny_config
-from stream_detector.buffer import FeatureBank
+from stream_detector.model import FeatureBank
 from stream_detector.capture import iter_frames
+from stream_detector.config import DEFAULT_MODEL
 from stream_detector.demo import DEMO_VIDEO
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
@@ -177,7 +178,7 @@ def test_cuda_scores_match_cpu(tiny_model_dir: Path) -> None:
 
 def demo_model_input(limit: int) -> np.ndarray:
     """The first frames of the demo video as the demo model sees them (with motion)."""
-    meta = runtime.read_metadata(runtime.DEFAULT_MODEL)
+    meta = runtime.read_metadata(DEFAULT_MODEL)
     prepare = FramePreparer.for_model(meta)
     return np.stack([prepare(f) for f in iter_frames(DEMO_VIDEO, limit=limit)])
 
@@ -196,10 +197,10 @@ def test_half_precision_scores_match_float32_on_real_frames() -> None:
     """Half precision runs the network only; cues, baselines and scores stay float32. Checked on the
     CPU here (slower there, but the same arithmetic path); on CUDA below whenever a GPU is present."""
     x = demo_model_input(40)
-    fp32 = runtime.load(runtime.DEFAULT_MODEL, "cpu", "fp32")
-    fp16 = runtime.load(runtime.DEFAULT_MODEL, "cpu", "fp16")
+    fp32 = runtime.load(DEFAULT_MODEL, "cpu", "fp32")
+    fp16 = runtime.load(DEFAULT_MODEL, "cpu", "fp16")
     assert (fp32.precision, fp16.precision) == ("fp32", "fp16")
-    assert runtime.load(runtime.DEFAULT_MODEL, "cpu").precision == "fp32"  # auto: fp16 on CUDA only
+    assert runtime.load(DEFAULT_MODEL, "cpu").precision == "fp32"  # auto: fp16 on CUDA only
     assert fp16.module.net.to_time.weight.dtype == torch.float16 and fp16.module.center.dtype == torch.float32
     assert_close_to_float32(fp32, fp16, x)
 
@@ -216,8 +217,8 @@ def test_a_model_exported_without_half_support_refuses_fp16(tiny_model_dir: Path
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_half_precision_and_joint_calls_match_cpu_float32() -> None:
     x = demo_model_input(40)
-    cpu = runtime.load(runtime.DEFAULT_MODEL, "cpu", "fp32")
-    gpu = runtime.load(runtime.DEFAULT_MODEL, "cuda")
+    cpu = runtime.load(DEFAULT_MODEL, "cpu", "fp32")
+    gpu = runtime.load(DEFAULT_MODEL, "cuda")
     assert gpu.precision == "fp16"  # auto on CUDA
     assert_close_to_float32(cpu, gpu, x)
     alone = WindowScorer(cpu.module, cpu.slicer, cpu.smoothing, cpu.device, top_k=16,

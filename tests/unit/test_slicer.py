@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from stream_detector.messages import Box
-from stream_detector.slicer import SpacetimeSlicer
+from stream_detector.model import SpacetimeSlicer
 
 
 def test_grid_covers_frame_with_edge_cells_aligned_to_border() -> None:

@@ -16,7 +16,8 @@ from stream_detector.config import StorageConfig, load_daemon_config
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.events import EventPolicy, EventTracker
 from stream_detector.messages import Event, FrameScore
-from stream_detector.model import DEFAULT_MODEL, runtime
+from stream_detector.config import DEFAULT_MODEL
+from stream_detector.model import runtime
 from stream_detector.model.manifest import sign
 from stream_detector.store import EventStore, event_payload
 
