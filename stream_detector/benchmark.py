@@ -19,8 +19,7 @@ import torch
 
 import cv2
 
-from stream_detector.camera import RateLimit
-from stream_detector.capture import DECODE_THREADS, iter_frames, open_capture
+from stream_detector.capture import DECODE_THREADS, RateLimit, iter_frames, open_capture
 from stream_detector.model import LoadedModel
 from stream_detector.motion import MotionField, to_gray_u8
 from stream_detector.preprocess import FramePreparer, Preprocessor

@@ -281,7 +281,7 @@ def _bench(args: argparse.Namespace) -> int:
     import torch
 
     from stream_detector import benchmark
-    from stream_detector.demo import DEMO_VIDEO
+    from stream_detector.capture import DEMO_VIDEO
     from stream_detector.config import InferenceConfig
     from stream_detector.model import keep_tensors_in_the_heap, load, torch_threads
 
@@ -405,15 +405,14 @@ def _probe(cfg: DaemonConfig, name: str, timeout: float) -> tuple[int, int]:
 
     import numpy as np
 
-    from stream_detector.capture import redact
+    from stream_detector.capture import redact, scored_config, source_for
     from stream_detector.errors import SourceError
-    from stream_detector.pipeline import open_source_for, scored_config
 
     cam = scored_config(cfg.cameras[name])  # the stream its model must fit
     result: list[np.ndarray | SourceError | None] = []
 
     def attempt() -> None:
-        source = open_source_for(cam)
+        source = source_for(cam)
         try:
             source.open()
             result.append(source.read())

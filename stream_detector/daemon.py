@@ -19,8 +19,16 @@ from typing import TextIO
 import torch
 from prometheus_client import CollectorRegistry
 
-from stream_detector.buffer import DropPolicy, FrameQueue
-from stream_detector.camera import CaptureLoop
+from stream_detector.capture import (
+    CaptureLoop,
+    DropPolicy,
+    FrameQueue,
+    MainStream,
+    is_stream_state,
+    main_stream_config,
+    scored_config,
+    source_for,
+)
 from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
 from stream_detector.errors import ConfigError
 from stream_detector.emitter import Emitter, Retention
@@ -33,19 +41,14 @@ from stream_detector.pipeline import (
     ScorerFactory,
     check_camera,
     check_device,
-    is_stream_state,
     lane_for,
     load_camera_model,
-    main_stream_config,
-    open_source_for,
     renderer_for,
-    scored_config,
     scoring_rate,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink
 from stream_detector.sinks.stdout import StdoutSink
-from stream_detector.snapshots import MainStream
 from stream_detector.store import EventStore, event_payload
 from stream_detector.validate import check_camera_model
 from stream_detector.supervision import Heartbeats
@@ -221,7 +224,7 @@ class Daemon:
         stop = threading.Event()
 
         def make_capture() -> CaptureLoop:
-            return CaptureLoop(name, lambda: open_source_for(scored_config(cfg)), queue, stop,
+            return CaptureLoop(name, lambda: source_for(scored_config(cfg)), queue, stop,
                                _Observer(self.metrics), stale_after=cfg.stale_after,
                                fps_limit=scoring_rate(cfg, model),
                                beat=self.heartbeats.beater(f"capture-{name}"),
@@ -236,7 +239,7 @@ class Daemon:
         main_cfg = main_stream_config(cfg)
         if main_cfg is None:
             return None
-        main = MainStream(name, lambda: open_source_for(main_cfg), self.metrics.snapshot_stream,
+        main = MainStream(name, lambda: source_for(main_cfg), self.metrics.snapshot_stream,
                           stale_after=cfg.stale_after, beat=self.heartbeats.beater(f"capture-{name}/main"))
         self._main[name] = main
         main.start()

@@ -4,7 +4,6 @@ frame scores with regions -> events -> snapshot. The daemon (daemon.py) runs the
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -12,30 +11,25 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_detector.buffer import FrameQueue
 from stream_detector.capture import (
-    FFmpegSource,
-    FrameSource,
-    OpenCVSource,
-    ResizedSource,
-    capture_backend,
+    DEMO_SOURCE,
+    DEMO_VIDEO,
+    NEAR,
+    FrameHistory,
+    FrameQueue,
     source_kind,
 )
-from stream_detector.config import CameraConfig
-from stream_detector.demo import DEMO_VIDEO, DemoSource, Injection
+from stream_detector.config import DEFAULT_MODEL, CameraConfig
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.emitter import Renderer
 from stream_detector.events import EventTracker, policy_for
 from stream_detector.inference import Item, Lane, Scorer
-from stream_detector.messages import Box, Event, Frame, FrameScore, Peak, StreamState
-from stream_detector.config import DEFAULT_MODEL
+from stream_detector.messages import Box, Event, Frame, FrameScore, Peak
 from stream_detector.model import LoadedModel, load, pick_device
 from stream_detector.preprocess import FramePreparer
 from stream_detector.report import snapshot
 from stream_detector.scoring import ScoreBatch, WindowScorer, firing_cells, score_together
-from stream_detector.snapshots import NEAR, FrameHistory
 
-DEMO_SOURCE = "demo"  # camera source naming the built-in demo stream
 log = logging.getLogger("stream_detector.pipeline")
 
 
@@ -110,21 +104,6 @@ def ignore_mask(model: LoadedModel, polygons: tuple[tuple[tuple[float, float], .
     return mask
 
 
-def open_source_for(cfg: CameraConfig) -> FrameSource:
-    """The camera's source: the demo stream, or its `capture` (an ffmpeg process or OpenCV), resized
-    if the camera sets width/height."""
-    source: FrameSource
-    if cfg.source == DEMO_SOURCE:
-        inner = OpenCVSource(str(DEMO_VIDEO), realtime=cfg.realtime, loop=True,
-                             read_timeout=cfg.stale_after + 2)
-        source = DemoSource(inner, Injection(300, 380), period=795)
-    elif capture_backend(cfg) == "ffmpeg":
-        source = FFmpegSource.from_config(cfg)
-    else:
-        source = OpenCVSource.from_config(cfg)
-    return ResizedSource(source, cfg.width, cfg.height) if cfg.width else source
-
-
 def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
     """Fail fast on what can never work: a local file that does not exist, the demo without its
     video (for `source` and, when set, `detect_source`)."""
@@ -136,21 +115,6 @@ def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
                                   f"(install Debian's opencv-doc)")
         elif uri and source_kind(uri) == "file" and not Path(uri).is_file():
             raise ConfigError(f"{where}: cameras.{name}.{key}: no such file {uri}")
-
-
-def scored_config(cfg: CameraConfig) -> CameraConfig:
-    """The camera as its scoring capture reads it: `detect_source` when set, else `source`."""
-    if not cfg.detect_source:
-        return cfg
-    return dataclasses.replace(cfg, source=cfg.detect_source, detect_source="")
-
-
-def main_stream_config(cfg: CameraConfig) -> CameraConfig | None:
-    """The main stream that snapshots show, for a camera that scores its `detect_source` (None
-    otherwise); read at its own size: width/height resize the scored frames only."""
-    if not cfg.detect_source:
-        return None
-    return dataclasses.replace(cfg, detect_source="", width=0, height=0)
 
 
 def check_device(device: str, where: str) -> None:
@@ -259,8 +223,3 @@ class _Once:
 
     def reset(self) -> None:
         self.said = False
-
-
-def is_stream_state(item: Item) -> bool:
-    """Stream-state messages must never be dropped from a full frame queue."""
-    return isinstance(item, StreamState)

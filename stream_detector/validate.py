@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from stream_detector.capture import ffmpeg_hwaccels, ffmpeg_missing, source_kind, video_info
+from stream_detector.capture import (
+    DEMO_SOURCE,
+    ffmpeg_hwaccels,
+    ffmpeg_missing,
+    source_kind,
+    video_info,
+)
 from stream_detector.config import (
     CameraConfig,
     DaemonConfig,
@@ -26,8 +32,6 @@ from stream_detector.config import (
 )
 from stream_detector.errors import ConfigError, SourceError
 from stream_detector.store import FILE_NAME
-
-DEMO_SOURCE = "demo"  # the built-in demo stream; pipeline.check_camera checks its video
 
 
 def check_environment(cfg: DaemonConfig, running: DaemonConfig | None = None) -> None:

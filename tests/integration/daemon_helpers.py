@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_detector.demo import Injection
+from stream_detector.capture import Injection
 
 ROOT = Path(__file__).resolve().parents[2]
 

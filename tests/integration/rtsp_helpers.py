@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stream_detector.buffer import FrameQueue
+from stream_detector.capture import FrameQueue
 from stream_detector.messages import Frame
 
 GI_PYTHON = os.environ.get("GI_PYTHON", "/usr/bin/python3")

@@ -48,7 +48,7 @@ from prom_helpers import (
 from rtsp_helpers import RtspServer, require_gi_python
 from schema_check import errors
 
-from stream_detector.demo import Injection
+from stream_detector.capture import Injection
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from daemon_helpers import write_clip
 
-from stream_detector.demo import Injection
+from stream_detector.capture import Injection
 
 TINY = """[detector]
 long_side = 96

@@ -22,7 +22,7 @@ from mqtt_broker import Broker, Message, free_port, running_broker, subscribed
 from prom_helpers import Prometheus, alert_rules, start_prometheus, wait_for, wait_for_scrapes
 from rtsp_helpers import RtspServer, require_ffmpeg, require_gi_python
 
-from stream_detector.demo import Injection
+from stream_detector.capture import Injection
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,14 @@ from pathlib import Path
 import pytest
 from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, require_gi_python, wait_frame
 
-from stream_detector.buffer import FrameQueue
-from stream_detector.camera import Backoff, CaptureLoop
-from stream_detector.capture import FFmpegSource, FrameSource, OpenCVSource
+from stream_detector.capture import (
+    Backoff,
+    CaptureLoop,
+    FFmpegSource,
+    FrameQueue,
+    FrameSource,
+    OpenCVSource,
+)
 from stream_detector.messages import Frame
 
 pytestmark = pytest.mark.integration

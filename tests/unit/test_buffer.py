@@ -2,7 +2,7 @@ import threading
 
 import torch
 
-from stream_detector.buffer import DropPolicy, FrameQueue
+from stream_detector.capture import DropPolicy, FrameQueue
 from stream_detector.model import FeatureBank
 
 

@@ -16,9 +16,16 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_detector.buffer import DropPolicy, FrameQueue
-from stream_detector.camera import Backoff, CaptureLoop
-from stream_detector.capture import FrameSource, OpenCVSource, redact, source_kind
+from stream_detector.capture import (
+    Backoff,
+    CaptureLoop,
+    DropPolicy,
+    FrameQueue,
+    FrameSource,
+    OpenCVSource,
+    redact,
+    source_kind,
+)
 from stream_detector.config import CameraConfig
 from stream_detector.errors import SourceError
 from stream_detector.messages import Frame, StreamState
@@ -445,9 +452,9 @@ def test_source_kind_and_redaction() -> None:
 
 
 def test_camera_width_height_resize_frames_after_decoding(vtest: Path) -> None:
-    from stream_detector.pipeline import open_source_for
+    from stream_detector.capture import source_for
 
-    source = open_source_for(CameraConfig(source=str(vtest), realtime=False, width=384, height=288))
+    source = source_for(CameraConfig(source=str(vtest), realtime=False, width=384, height=288))
     source.open()
     try:
         frame = source.read()
@@ -455,7 +462,7 @@ def test_camera_width_height_resize_frames_after_decoding(vtest: Path) -> None:
         assert source.stream_time == 0.0
     finally:
         source.close()
-    plain = open_source_for(CameraConfig(source=str(vtest), realtime=False))
+    plain = source_for(CameraConfig(source=str(vtest), realtime=False))
     plain.open()
     try:
         frame = plain.read()
@@ -465,7 +472,7 @@ def test_camera_width_height_resize_frames_after_decoding(vtest: Path) -> None:
 
 
 def test_demo_source_injects_the_object_only_in_its_frames(vtest: Path) -> None:
-    from stream_detector.demo import DemoSource, Injection
+    from stream_detector.capture import DemoSource, Injection
 
     plain = OpenCVSource(str(vtest), realtime=False)
     demo = DemoSource(OpenCVSource(str(vtest), realtime=False), Injection(2, 4), period=795)

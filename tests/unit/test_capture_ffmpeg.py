@@ -25,10 +25,10 @@ from stream_detector.capture import (
     ResizedSource,
     capture_backend,
     ffmpeg_missing,
+    source_for,
 )
 from stream_detector.config import CameraConfig
 from stream_detector.errors import ConfigError, SourceError
-from stream_detector.pipeline import open_source_for
 from stream_detector.validate import check_capture
 
 
@@ -237,12 +237,12 @@ def test_capture_choice_and_from_config(vtest: Path) -> None:
     assert capture_backend(CameraConfig(source=str(vtest), capture="ffmpeg")) == "ffmpeg"
     cam = CameraConfig(source="rtsp://cam/1", capture="ffmpeg", hwaccel="cuda", stale_after=4.0,
                        width=384, height=288)
-    src = open_source_for(cam)
+    src = source_for(cam)
     assert isinstance(src, ResizedSource) and isinstance(src.inner, FFmpegSource)
     assert (src.inner.hwaccel, src.inner.kind) == ("cuda", "stream")
     assert src.inner.read_timeout > cam.stale_after
-    assert isinstance(open_source_for(CameraConfig(source=str(vtest))), OpenCVSource)
-    assert isinstance(open_source_for(CameraConfig(source="demo", capture="ffmpeg")).inner,  # type: ignore[attr-defined]
+    assert isinstance(source_for(CameraConfig(source=str(vtest))), OpenCVSource)
+    assert isinstance(source_for(CameraConfig(source="demo", capture="ffmpeg")).inner,  # type: ignore[attr-defined]
                       OpenCVSource)  # the demo stream stays as it is
 
 

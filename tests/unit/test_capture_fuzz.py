@@ -13,9 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stream_detector.buffer import DropPolicy, FrameQueue
-from stream_detector.camera import Backoff, CaptureLoop
-from stream_detector.capture import OpenCVSource
+from stream_detector.capture import Backoff, CaptureLoop, DropPolicy, FrameQueue, OpenCVSource
 from stream_detector.messages import Frame
 
 

@@ -11,9 +11,8 @@ import torch
 
 from conftest import build_detector, tiny_config
 from stream_detector.model import FeatureBank
-from stream_detector.capture import iter_frames
+from stream_detector.capture import DEMO_VIDEO, iter_frames
 from stream_detector.config import DEFAULT_MODEL
-from stream_detector.demo import DEMO_VIDEO
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE

@@ -21,19 +21,22 @@ import cv2
 import numpy as np
 import pytest
 
-from stream_detector.camera import Backoff
+from stream_detector.capture import (
+    Backoff,
+    FrameHistory,
+    MainStream,
+    main_stream_config,
+    scored_config,
+    source_for,
+)
 from stream_detector.config import CameraConfig, parse_daemon_config
 from stream_detector.daemon import Daemon
 from stream_detector.messages import Box, Event, Frame, FrameScore, Peak
 from stream_detector.pipeline import (
     load_camera_model,
-    main_stream_config,
-    open_source_for,
     renderer_for,
     scale_box,
-    scored_config,
 )
-from stream_detector.snapshots import FrameHistory, MainStream
 from stream_detector.store import EventStore
 
 
@@ -84,7 +87,7 @@ def reader(source: str, states: States, **camera: Any) -> MainStream:
     cfg = CameraConfig(source=source, detect_source="unused.mp4", capture="opencv", **camera)
     main_cfg = main_stream_config(cfg)
     assert main_cfg is not None
-    return MainStream("door", lambda: open_source_for(main_cfg), states, stale_after=2.0,
+    return MainStream("door", lambda: source_for(main_cfg), states, stale_after=2.0,
                       backoff=lambda: Backoff(0.05, 0.2))
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_detector.capture import FrameFilter, FrameSource
+from stream_detector.capture.source import FrameFilter, FrameSource
 
+DEMO_SOURCE = "demo"  # a camera `source` naming the demo stream
 DEMO_VIDEO = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
 
 

@@ -6,6 +6,7 @@ stops the daemon; the loop reports the state, waits with exponential backoff and
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import queue
@@ -13,17 +14,16 @@ import random
 import threading
 import time
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from stream_detector.capture import FrameSource
+from stream_detector.capture.source import FrameSource
 from stream_detector.errors import SourceError
 from stream_detector.messages import Frame, StreamState
 
-log = logging.getLogger("stream_detector.capture")
+log = logging.getLogger("stream_detector.capture")  # the stage's own: its threads' state changes
 
 
 class Backoff:
@@ -49,7 +49,7 @@ class Backoff:
         self._base = self.initial
 
 
-# Makes a connection's frame preparer (preprocess.FramePreparer): the model's input is computed in
+# Makes a connection's frame preparer (detect.FramePreparer): the model's input is computed in
 # the capture thread, where one camera's per-frame work runs beside the others'.
 Preparing = Callable[[], Callable[[np.ndarray], np.ndarray]]
 
@@ -88,8 +88,9 @@ class CaptureObserver(Protocol):
     def resolution_changed(self, camera: str, width: int, height: int) -> None: ...
 
 
-class FrameSink(Protocol):
-    """The frame queue as the loop sees it: put never blocks and says whether something was dropped.
+class FrameReceiver(Protocol):
+    """Where the loop hands its frames (the frame queue, a main stream's history): put never blocks
+    and says whether something was dropped.
 
     Stream-state messages go through it too, in order with the frames, and are never dropped.
     """
@@ -184,7 +185,7 @@ class CaptureLoop(threading.Thread):
     opened, are retried forever with backoff. Each state change is logged once.
     """
 
-    def __init__(self, camera: str, open_source: Callable[[], FrameSource], queue: FrameSink,
+    def __init__(self, camera: str, open_source: Callable[[], FrameSource], queue: FrameReceiver,
                  stop: threading.Event, observer: CaptureObserver, stale_after: float = 10.0,
                  fps_limit: float = 0.0, backoff: Backoff | None = None,
                  sleep: Callable[[float], object] | None = None,

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Generic, TypeVar
 
+from stream_detector.messages import Frame, StreamState
+
 T = TypeVar("T")
 
 
@@ -77,3 +79,8 @@ class FrameQueue(Generic[T]):
     def __len__(self) -> int:
         with self._cond:
             return len(self._items)
+
+
+def is_stream_state(item: Frame | StreamState) -> bool:
+    """Stream-state messages must never be dropped from a full frame queue."""
+    return isinstance(item, StreamState)

@@ -1,7 +1,7 @@
 """Snapshot frames: a camera that scores a low-resolution substream (`detect_source`) reads its main
 stream here, for snapshots only, so an event's picture shows the full resolution.
 
-The main stream runs on its own capture loop (camera.CaptureLoop: the same sources, reconnects with
+The main stream runs on its own capture loop (loop.CaptureLoop: the same sources, reconnects with
 backoff, abandoned hung reads) into a short, bounded history of recent frames with their capture
 times; the snapshot takes the one nearest the peak frame. Nothing waits on it: a main stream that is
 down only means snapshots fall back to the scored frame.
@@ -17,11 +17,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from stream_detector.camera import Backoff, CaptureLoop
-from stream_detector.capture import FrameSource
+from stream_detector.capture.loop import Backoff, CaptureLoop
+from stream_detector.capture.source import FrameSource
 from stream_detector.messages import Frame, StreamState
 
-log = logging.getLogger("stream_detector.snapshots")
+log = logging.getLogger(__name__)
 
 KEEP_SECONDS = 3.0  # history span: a start snapshot's peak is at most a few seconds old
 KEEP_FPS = 4.0  # frames kept per second; the others are grabbed, never decoded to pixels
@@ -69,7 +69,7 @@ class FrameHistory:
             return len(self._frames)
 
 
-class StreamStateSink(Protocol):
+class StreamStateCallback(Protocol):
     """Where the main stream's state goes; production passes Metrics.snapshot_stream."""
 
     def __call__(self, camera: str, up: bool | None) -> None: ...
@@ -79,7 +79,7 @@ class _Observer:
     """The main stream's capture loop reports only up/down: frame counters belong to the scored
     stream, and the snapshot rescales to whatever size the main frame has."""
 
-    def __init__(self, camera: str, state: StreamStateSink) -> None:
+    def __init__(self, camera: str, state: StreamStateCallback) -> None:
         self.camera = camera
         self.state = state
 
@@ -109,8 +109,8 @@ class MainStream:
     never mistaken for the scored one.
     """
 
-    def __init__(self, camera: str, open_source: Callable[[], FrameSource], state: StreamStateSink,
-                 *, stale_after: float = 10.0, history: FrameHistory | None = None,
+    def __init__(self, camera: str, open_source: Callable[[], FrameSource],
+                 state: StreamStateCallback, *, stale_after: float = 10.0, history: FrameHistory | None = None,
                  fps: float = KEEP_FPS, backoff: Callable[[], Backoff] = Backoff,
                  beat: Callable[[], None] | None = None) -> None:
         self.camera = camera

@@ -1,0 +1,91 @@
+"""Capture: frames in. Video files read whole (fitting, scoring, evaluation), and the live path: each
+camera's source read by its own capture loop thread (reconnects, staleness, the scoring rate, frames
+prepared for the model) into its frame queue, which never makes capture wait.
+
+  files.py        video files read from start to end; a folder's videos
+  source.py       the FrameSource protocol, the live sources' base, source kinds, resizing
+  opencv.py       OpenCVSource: URLs, USB devices and files decoded in-process
+  ffmpeg.py       FFmpegSource: one ffmpeg child process per camera; what this ffmpeg can do
+  demo.py         the demo stream (vtest.avi with an injected object)
+  factory.py      a camera's sources from its config: backend, scored stream, main stream
+  loop.py         CaptureLoop, the per-camera thread (a reader thread decodes beside it)
+  main_stream.py  MainStream: the full-resolution stream read for snapshots only, its history
+  frame_queue.py  FrameQueue: capture -> inference, bounded, drops named and counted
+"""
+
+from stream_detector.capture.demo import DEMO_SOURCE, DEMO_VIDEO, DemoSource, Injection
+from stream_detector.capture.factory import (
+    capture_backend,
+    main_stream_config,
+    scored_config,
+    source_for,
+)
+from stream_detector.capture.ffmpeg import FFmpegSource, ffmpeg_hwaccels, ffmpeg_missing
+from stream_detector.capture.files import (
+    DECODE_THREADS,
+    VIDEO_SUFFIXES,
+    VideoInfo,
+    expand_sources,
+    iter_frames,
+    open_capture,
+    video_info,
+)
+from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state
+from stream_detector.capture.loop import (
+    Backoff,
+    CaptureLoop,
+    CaptureObserver,
+    FrameReceiver,
+    Preparing,
+    RateLimit,
+)
+from stream_detector.capture.main_stream import NEAR, FrameHistory, MainStream
+from stream_detector.capture.opencv import OpenCVSource
+from stream_detector.capture.source import (
+    FrameFilter,
+    FrameSource,
+    LiveSource,
+    ResizedSource,
+    redact,
+    source_kind,
+)
+
+__all__ = [
+    "DECODE_THREADS",
+    "DEMO_SOURCE",
+    "DEMO_VIDEO",
+    "NEAR",
+    "VIDEO_SUFFIXES",
+    "Backoff",
+    "CaptureLoop",
+    "CaptureObserver",
+    "DemoSource",
+    "DropPolicy",
+    "FFmpegSource",
+    "FrameFilter",
+    "FrameHistory",
+    "FrameQueue",
+    "FrameReceiver",
+    "FrameSource",
+    "Injection",
+    "LiveSource",
+    "MainStream",
+    "OpenCVSource",
+    "Preparing",
+    "RateLimit",
+    "ResizedSource",
+    "VideoInfo",
+    "capture_backend",
+    "expand_sources",
+    "ffmpeg_hwaccels",
+    "ffmpeg_missing",
+    "is_stream_state",
+    "iter_frames",
+    "main_stream_config",
+    "open_capture",
+    "redact",
+    "scored_config",
+    "source_for",
+    "source_kind",
+    "video_info",
+]

@@ -1,0 +1,50 @@
+"""A camera's sources from its config: which reads it (the demo, an ffmpeg process or OpenCV),
+resized when it says so; the stream its model scores, and the main stream its snapshots show.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from stream_detector.capture.demo import DEMO_SOURCE, DEMO_VIDEO, DemoSource, Injection
+from stream_detector.capture.ffmpeg import FFmpegSource, ffmpeg_missing
+from stream_detector.capture.opencv import OpenCVSource
+from stream_detector.capture.source import FrameSource, ResizedSource, source_kind
+from stream_detector.config import CameraConfig
+
+
+def capture_backend(camera: CameraConfig) -> str:
+    """"opencv" or "ffmpeg" for a camera: `auto` picks ffmpeg for network streams when installed."""
+    if camera.capture != "auto":
+        return camera.capture
+    return "ffmpeg" if source_kind(camera.source) == "stream" and not ffmpeg_missing() else "opencv"
+
+
+def source_for(cfg: CameraConfig) -> FrameSource:
+    """The camera's source: the demo stream, or its `capture` (an ffmpeg process or OpenCV), resized
+    if the camera sets width/height."""
+    source: FrameSource
+    if cfg.source == DEMO_SOURCE:
+        inner = OpenCVSource(str(DEMO_VIDEO), realtime=cfg.realtime, loop=True,
+                             read_timeout=cfg.stale_after + 2)
+        source = DemoSource(inner, Injection(300, 380), period=795)
+    elif capture_backend(cfg) == "ffmpeg":
+        source = FFmpegSource.from_config(cfg)
+    else:
+        source = OpenCVSource.from_config(cfg)
+    return ResizedSource(source, cfg.width, cfg.height) if cfg.width else source
+
+
+def scored_config(cfg: CameraConfig) -> CameraConfig:
+    """The camera as its scoring capture reads it: `detect_source` when set, else `source`."""
+    if not cfg.detect_source:
+        return cfg
+    return dataclasses.replace(cfg, source=cfg.detect_source, detect_source="")
+
+
+def main_stream_config(cfg: CameraConfig) -> CameraConfig | None:
+    """The main stream that snapshots show, for a camera that scores its `detect_source` (None
+    otherwise); read at its own size: width/height resize the scored frames only."""
+    if not cfg.detect_source:
+        return None
+    return dataclasses.replace(cfg, detect_source="", width=0, height=0)
