@@ -24,9 +24,7 @@ from stream_detector.capture import iter_frames
 from stream_detector.config import DetectorConfig
 from stream_detector.evaluation import literature_scores, load_labelled, roc_auc
 from stream_detector.model import CUES, SpacetimeSlicer, threshold_for
-from stream_detector.motion import MotionField, with_motion
-from stream_detector.preprocess import Preprocessor
-from stream_detector.scoring import ema, frame_scores
+from stream_detector.detect import MotionField, Preprocessor, ema, frame_scores, with_motion
 from stream_detector.train import (Clip, assemble_detector, clip_cues, combine, cue_baseline, fit_tail,
                                   load_footage, train_network)
 

@@ -21,9 +21,7 @@ import cv2
 
 from stream_detector.capture import DECODE_THREADS, RateLimit, iter_frames, open_capture
 from stream_detector.model import LoadedModel
-from stream_detector.motion import MotionField, to_gray_u8
-from stream_detector.preprocess import FramePreparer, Preprocessor
-from stream_detector.scoring import WindowScorer
+from stream_detector.detect import FramePreparer, MotionField, Preprocessor, WindowScorer, to_gray_u8
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from stream_detector.config import DaemonConfig
     from stream_detector.evaluation import Alarm
     from stream_detector.model.runtime import LoadedModel
-    from stream_detector.scoring import ScoreBatch
+    from stream_detector.detect import ScoreBatch
 
 
 class _ArgumentError(UserError):
@@ -160,8 +160,7 @@ def _fit(args: argparse.Namespace) -> int:
 def _clip_scores(model: LoadedModel, source: Path) -> tuple[int, ScoreBatch]:
     """Decode a whole file and score it causally; returns (frames, scores)."""
     from stream_detector.capture import iter_frames, video_info
-    from stream_detector.preprocess import Preprocessor
-    from stream_detector.scoring import score_frames
+    from stream_detector.detect import Preprocessor, score_frames
 
     info = video_info(source)
     model.check_source(info.width, info.height, str(source))
@@ -192,9 +191,8 @@ def _replay_alarms(name: str, batch: ScoreBatch, model: LoadedModel, threshold: 
     """The events the daemon would raise on this clip (default camera settings), as frame ranges."""
     from stream_detector.config import CameraConfig
     from stream_detector.evaluation import Alarm
-    from stream_detector.events import EventTracker, policy_for
+    from stream_detector.detect import EventTracker, firing_cells, policy_for
     from stream_detector.messages import FrameScore
-    from stream_detector.scoring import firing_cells
 
     tracker = EventTracker(name, policy_for(threshold, CameraConfig(source=name)))
     fps = float(model.metadata["fps"])

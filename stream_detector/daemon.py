@@ -32,19 +32,22 @@ from stream_detector.capture import (
 from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
 from stream_detector.errors import ConfigError
 from stream_detector.emitter import Emitter, Retention
-from stream_detector.inference import InferenceWorker, Item
 from stream_detector.metrics import HealthServer, Metrics
 from stream_detector.model import LoadedModel, keep_tensors_in_the_heap, torch_threads
-from stream_detector.preprocess import FramePreparer
-from stream_detector.pipeline import (
+from stream_detector.detect import (
+    FramePreparer,
     FrameScorer,
+    InferenceWorker,
+    Item,
     ScorerFactory,
+    lane_for,
+    scoring_rate,
+)
+from stream_detector.pipeline import (
     check_camera,
     check_device,
-    lane_for,
     load_camera_model,
     renderer_for,
-    scoring_rate,
 )
 from stream_detector.sinks import Dispatcher, Publisher, Sink
 from stream_detector.sinks.mqtt import MqttSink

@@ -5,7 +5,6 @@ frame scores with regions -> events -> snapshot. The daemon (daemon.py) runs the
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -16,92 +15,16 @@ from stream_detector.capture import (
     DEMO_VIDEO,
     NEAR,
     FrameHistory,
-    FrameQueue,
     source_kind,
 )
 from stream_detector.config import DEFAULT_MODEL, CameraConfig
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.emitter import Renderer
-from stream_detector.events import EventTracker, policy_for
-from stream_detector.inference import Item, Lane, Scorer
-from stream_detector.messages import Box, Event, Frame, FrameScore, Peak
+from stream_detector.messages import Box, Event, Peak
 from stream_detector.model import LoadedModel, load, pick_device
-from stream_detector.preprocess import FramePreparer
 from stream_detector.report import snapshot
-from stream_detector.scoring import ScoreBatch, WindowScorer, firing_cells, score_together
 
 log = logging.getLogger("stream_detector.pipeline")
-
-
-class FrameScorer:
-    """One camera's causal scorer: raw frames in, FrameScore messages (with region) out.
-
-    Frames usually arrive prepared by the capture thread (preprocessed, with motion); others are
-    prepared here. Cameras of one loaded model share `batch_key` and are scored together.
-    """
-
-    def __init__(self, model: LoadedModel, threshold: float, ignore: np.ndarray | None = None) -> None:
-        self.model = model
-        self.threshold = threshold
-        self.prepare = FramePreparer.for_model(model.metadata)
-        self.scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
-                                   chunk=model.bank.new, top_k=int(model.metadata.get("top_k", 1)),
-                                   ignore=ignore, frames_carry_motion=True, bank=model.bank)
-
-    @property
-    def batch_key(self) -> object:
-        return self.model.module
-
-    def reset(self) -> None:
-        self.scorer.reset()
-        self.prepare = FramePreparer.for_model(self.model.metadata)
-
-    def score(self, frames: list[Frame]) -> list[FrameScore]:
-        """Score consecutive frames of this camera (a batch amortises the model call)."""
-        if not frames:
-            return []
-        return self.verdicts(frames, self.scorer.push(self.model_input(frames)))
-
-    def score_many(self, scorers: list[FrameScorer], frames: list[list[Frame]]) -> list[list[FrameScore]]:
-        """Several cameras of this model, each with its next frames, in one model call."""
-        inputs = [s.model_input(f) for s, f in zip(scorers, frames)]
-        batches = score_together([s.scorer for s in scorers], inputs)
-        return [s.verdicts(f, b) for s, f, b in zip(scorers, frames, batches)]
-
-    def model_input(self, frames: list[Frame]) -> np.ndarray:
-        return np.stack([f.prepared if f.prepared is not None else self.prepare(f.image)
-                         for f in frames])
-
-    def verdicts(self, frames: list[Frame], batch: ScoreBatch) -> list[FrameScore]:
-        out = []
-        for i, f in enumerate(frames):
-            h, w = f.image.shape[:2]
-            cells = batch.cell_score[i]
-            box = None
-            if batch.score[i] > self.threshold:
-                box = self.model.slicer.box_of(firing_cells(cells, self.threshold), w, h)
-            out.append(FrameScore(f.camera, f.index, f.stream_time, f.wall_time, f.mono_time,
-                                  float(batch.score[i]), float(batch.raw_score[i]),
-                                  bool(batch.warmup[i]), cells, box))
-        return out
-
-
-def ignore_mask(model: LoadedModel, polygons: tuple[tuple[tuple[float, float], ...], ...],
-                width: int, height: int) -> np.ndarray | None:
-    """Cells whose centre lies in an ignore polygon (polygons in source pixels)."""
-    if not polygons:
-        return None
-    canvas = np.zeros((height, width), np.uint8)
-    for poly in polygons:
-        cv2.fillPoly(canvas, [np.round(np.array(poly)).astype(np.int32)], 255)
-    s = model.slicer
-    mask = np.zeros(s.grid, bool)
-    for r, y0 in enumerate(s.row_starts):
-        for c, x0 in enumerate(s.col_starts):
-            cx = min(width - 1, int((x0 + s.cell / 2) * width / s.width))
-            cy = min(height - 1, int((y0 + s.cell / 2) * height / s.height))
-            mask[r, c] = canvas[cy, cx] > 0
-    return mask
 
 
 def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
@@ -132,34 +55,6 @@ def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str,
         return load(Path(cfg.model) if cfg.model else DEFAULT_MODEL, device, precision)
     except ModelError as exc:
         raise ModelError(f"{where}: cameras.{name}.model: {exc}") from None
-
-
-ScorerFactory = Callable[[LoadedModel, float, "np.ndarray | None"], Scorer]
-
-
-def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue[Item],
-             make: ScorerFactory = FrameScorer) -> Lane:
-    """The camera as the inference worker sees it: its queue, event tracker and scorer factory.
-
-    `make` builds the scorer (tests inject one that fails, to show the worker survives it).
-    """
-    threshold = model.threshold(cfg.false_alarms_per_hour)
-    policy = policy_for(threshold, cfg)
-
-    def make_scorer(w: int, h: int) -> Scorer:
-        model.check_source(w, h, f"camera {name}")
-        return make(model, threshold, ignore_mask(model, cfg.ignore, w, h))
-
-    return Lane(name, queue, EventTracker(name, policy), make_scorer, model.device.type)
-
-
-def scoring_rate(cfg: CameraConfig, model: LoadedModel) -> float:
-    """Frames per second to score: the camera's fps_limit, else the rate the model was fitted at
-    (a 25 fps camera under a 10 fps model is scored at 10 fps: the model's windows span the time,
-    and its motion the per-frame displacement, it learned). 0 = every frame."""
-    if cfg.fps_limit is not None:
-        return cfg.fps_limit
-    return float(model.metadata.get("fps") or 0.0)
 
 
 def renderer_for(name: str, model: LoadedModel, threshold: float,

@@ -8,20 +8,21 @@ from __future__ import annotations
 import sys
 import threading
 
-from stream_detector import cli, pipeline
+from stream_detector import cli
+from stream_detector.detect import FrameScorer
 
-_score = pipeline.FrameScorer.score
+_score = FrameScorer.score
 _calls = [0]
 
 
-def _wedging_score(self: pipeline.FrameScorer, frames: list) -> list:  # type: ignore[type-arg]
+def _wedging_score(self: FrameScorer, frames: list) -> list:  # type: ignore[type-arg]
     _calls[0] += 1
     if _calls[0] > 10:
         threading.Event().wait()  # never returns
     return _score(self, frames)
 
 
-pipeline.FrameScorer.score = _wedging_score  # type: ignore[method-assign]
+FrameScorer.score = _wedging_score  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     sys.exit(cli.main(sys.argv[1:]))

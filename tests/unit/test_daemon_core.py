@@ -28,8 +28,7 @@ from stream_detector.capture import FrameQueue, is_stream_state
 from stream_detector.config import parse_daemon_config
 from stream_detector.daemon import Daemon
 from stream_detector.emitter import Emitter, Retention
-from stream_detector.events import EventPolicy, EventTracker
-from stream_detector.inference import InferenceWorker, Item, Lane
+from stream_detector.detect import EventPolicy, EventTracker, InferenceWorker, Item, Lane
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
 from stream_detector.metrics import Metrics
 from stream_detector.store import EventStore, event_payload

@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from stream_detector.events import EventPolicy, EventTracker
+from stream_detector.detect import EventPolicy, EventTracker
 from stream_detector.messages import Box, FrameScore
 
 
@@ -65,7 +65,7 @@ def test_close_ends_an_open_event_and_warmup_never_starts() -> None:
 
 def test_policy_low_threshold_stays_below_the_threshold_whatever_its_sign() -> None:
     from stream_detector.config import CameraConfig
-    from stream_detector.events import policy_for
+    from stream_detector.detect import policy_for
 
     cam = CameraConfig(source="x", low_threshold_ratio=0.8, min_duration=0.5, cooldown=3.0)
     assert policy_for(2.5, cam).low_threshold == pytest.approx(2.0)  # ratio x threshold, as before

@@ -17,8 +17,14 @@ from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
 from stream_detector.model.export import MODEL_FILE, METADATA_FILE
 from stream_detector.model.manifest import sign
-from stream_detector.preprocess import FramePreparer
-from stream_detector.scoring import WindowScorer, ema, frame_scores, score_frames, score_together
+from stream_detector.detect import (
+    FramePreparer,
+    WindowScorer,
+    ema,
+    frame_scores,
+    score_frames,
+    score_together,
+)
 from stream_detector.train import cell_baseline, fit_tail, onset_rate
 
 
@@ -250,7 +256,7 @@ def test_random_segment_offsets_never_exceed_the_planned_steps() -> None:
 
 
 def test_ignore_polygons_map_to_the_cells_whose_centres_they_cover(tiny_model_dir: Path) -> None:
-    from stream_detector.pipeline import ignore_mask
+    from stream_detector.detect import ignore_mask
 
     model = runtime.load(tiny_model_dir, "cpu")  # 64x48 working size, 16 px cells every 8 px
     assert ignore_mask(model, (), 640, 480) is None

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from stream_detector.motion import FLOW_SCALE, MotionField, to_gray_u8, with_motion
+from stream_detector.detect import FLOW_SCALE, MotionField, to_gray_u8, with_motion
 
 
 def textured(shift: int, size: tuple[int, int] = (64, 96)) -> np.ndarray:

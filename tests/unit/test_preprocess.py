@@ -6,9 +6,7 @@ from conftest import build_detector, export_tiny, tiny_config
 from stream_detector.capture import iter_frames
 from stream_detector.config import CameraConfig
 from stream_detector.model import runtime
-from stream_detector.pipeline import scoring_rate
-from stream_detector.preprocess import FramePreparer, Preprocessor
-from stream_detector.scoring import WindowScorer, score_frames
+from stream_detector.detect import FramePreparer, Preprocessor, WindowScorer, score_frames, scoring_rate
 
 
 def test_gray_and_colour_shapes_and_range() -> None:

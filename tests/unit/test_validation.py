@@ -14,7 +14,7 @@ import pytest
 from stream_detector import cli
 from stream_detector.config import StorageConfig, load_daemon_config
 from stream_detector.errors import ConfigError, ModelError
-from stream_detector.events import EventPolicy, EventTracker
+from stream_detector.detect import EventPolicy, EventTracker
 from stream_detector.messages import Event, FrameScore
 from stream_detector.config import DEFAULT_MODEL
 from stream_detector.model import runtime

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from stream_detector.motion import MotionField, to_gray_u8
+from stream_detector.detect.motion import MotionField, to_gray_u8
 
 
 class Preprocessor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from stream_detector.model import CUES, FeatureBank, SpacetimeSlicer
-from stream_detector.motion import MotionField, with_motion
+from stream_detector.detect.motion import MotionField, with_motion
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,60 @@
+"""Detect: frames -> scores -> events. The inference worker, one thread for every camera, scores the
+frames each camera's capture thread prepared, several cameras of one model in one call, and turns
+the scores into start/update/end events; it does no disk or network I/O.
+
+  preprocess.py    grayscale, working resolution, [-1, 1]; a frame's model input (with motion)
+  motion.py        dense optical flow (DIS) between consecutive frames: the motion channels
+  scoring.py       WindowScorer: windows -> per-cell scores against the baseline -> frame scores
+  frame_scorer.py  FrameScorer: one camera's frames -> FrameScore messages; its lane, its rate
+  events.py        EventTracker: scores -> start/update/end with hysteresis
+  inference.py     InferenceWorker, the inference thread
+"""
+
+from stream_detector.detect.events import EventPolicy, EventTracker, policy_for
+from stream_detector.detect.frame_scorer import (
+    FrameScorer,
+    ScorerFactory,
+    ignore_mask,
+    lane_for,
+    scoring_rate,
+)
+from stream_detector.detect.inference import InferenceWorker, Item, Lane, Scorer
+from stream_detector.detect.motion import FLOW_SCALE, MotionField, to_gray_u8, with_motion
+from stream_detector.detect.preprocess import FramePreparer, Preprocessor
+from stream_detector.detect.scoring import (
+    ScoreBatch,
+    WindowScorer,
+    ema,
+    firing_cells,
+    frame_scores,
+    score_frames,
+    score_together,
+)
+
+__all__ = [
+    "FLOW_SCALE",
+    "EventPolicy",
+    "EventTracker",
+    "FramePreparer",
+    "FrameScorer",
+    "InferenceWorker",
+    "Item",
+    "Lane",
+    "MotionField",
+    "Preprocessor",
+    "ScoreBatch",
+    "Scorer",
+    "ScorerFactory",
+    "WindowScorer",
+    "ema",
+    "firing_cells",
+    "frame_scores",
+    "ignore_mask",
+    "lane_for",
+    "policy_for",
+    "score_frames",
+    "score_together",
+    "scoring_rate",
+    "to_gray_u8",
+    "with_motion",
+]
