@@ -452,7 +452,7 @@ def _events(args: argparse.Namespace) -> int:
 
     from stream_detector.config import CAMERA_NAME_CHARS
     from stream_detector.errors import ConfigError
-    from stream_detector.store import FILE_NAME, EventStore
+    from stream_detector.outputs import FILE_NAME, EventStore
 
     cfg = _load_config(args.config, environment=False)  # the daemon may hold the port: not checked
     since = _parse_since(args.since) if args.since else None

@@ -1,9 +1,9 @@
 """The long-running daemon: starts, supervises and stops the threads; applies reloads.
 
 Threads, one job each: a capture loop per camera (frames and stream-state messages into its queue),
-the inference worker (scores every camera, no I/O), the emitter (payloads, snapshots, the event
-store, retention), the publisher (store -> sinks, in order), paho's network thread and the health
-server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
+the inference worker (scores every camera, no I/O), the writer ("emitter": payloads, snapshots,
+the event store, retention), the publisher (store -> sinks, in order), paho's network thread and the
+health server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from stream_detector.capture import (
 )
 from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
 from stream_detector.errors import ConfigError
-from stream_detector.emitter import Emitter, Retention
 from stream_detector.metrics import HealthServer, Metrics
 from stream_detector.model import LoadedModel, keep_tensors_in_the_heap, torch_threads
 from stream_detector.detect import (
@@ -47,12 +46,19 @@ from stream_detector.pipeline import (
     check_camera,
     check_device,
     load_camera_model,
+)
+from stream_detector.outputs import (
+    EventStore,
+    MqttSink,
+    Publisher,
+    Retention,
+    Sink,
+    Sinks,
+    StdoutSink,
+    Writer,
+    event_payload,
     renderer_for,
 )
-from stream_detector.sinks import Dispatcher, Publisher, Sink
-from stream_detector.sinks.mqtt import MqttSink
-from stream_detector.sinks.stdout import StdoutSink
-from stream_detector.store import EventStore, event_payload
 from stream_detector.validate import check_camera_model
 from stream_detector.supervision import Heartbeats
 
@@ -62,7 +68,7 @@ STALL_AFTER = 15.0  # seconds without a heartbeat before a critical thread count
 
 
 class Daemon:
-    """`scorer` and `store` are injectable so tests can make scoring or the emitter fail."""
+    """`scorer` and `store` are injectable so tests can make scoring or the writer fail."""
 
     def __init__(self, cfg: DaemonConfig, stdout: TextIO, registry: CollectorRegistry | None = None,
                  *, scorer: ScorerFactory = FrameScorer, store: EventStore | None = None,
@@ -89,17 +95,17 @@ class Daemon:
         if cfg.mqtt is not None:
             self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), on_state=self._mqtt_state)
             sinks.append(self.mqtt)
-        self.dispatcher = Dispatcher(sinks, self.mqtt or stdout_sink, self._delivered)
-        self.publisher = Publisher(self.store, self.dispatcher,
+        self.sinks = Sinks(sinks, self.mqtt or stdout_sink, self._delivered)
+        self.publisher = Publisher(self.store, self.sinks,
                                    beat=self.heartbeats.beater("publisher"))
         storage = cfg.storage
-        self.emitter = Emitter(self.store, event_payload, self.metrics, self._stored,
-                               self.dispatcher.score,
-                               Path(storage.path) / "snapshots" if storage.snapshots else None,
-                               Retention(storage.keep_days, storage.keep_mb),
-                               beat=self.heartbeats.beater("emitter"))
+        self.writer = Writer(self.store, event_payload, self.metrics, self._stored,
+                             self.sinks.score,
+                             Path(storage.path) / "snapshots" if storage.snapshots else None,
+                             Retention(storage.keep_days, storage.keep_mb),
+                             beat=self.heartbeats.beater("emitter"))
         self._cond = threading.Condition()  # shared by every frame queue: the worker sleeps on it
-        self.worker = InferenceWorker(self._cond, self.emitter.put, self.metrics, self.stop_event,
+        self.worker = InferenceWorker(self._cond, self.writer.put, self.metrics, self.stop_event,
                                       beat=self.heartbeats.beater("inference"),
                                       linger=cfg.inference.linger_ms / 1000)
         self._captures: dict[str, tuple[CaptureLoop, threading.Event, LoadedModel,
@@ -129,7 +135,7 @@ class Daemon:
         self.publisher.sync_states(last_seq, list(self.cfg.cameras),
                                    {name: False for name in self.cfg.cameras})
         self.publisher.start()
-        self.emitter.start()
+        self.writer.start()
         self.worker.start()
         for name, cam in self.cfg.cameras.items():
             self._start_camera(name, cam)
@@ -148,7 +154,7 @@ class Daemon:
             capture.join(timeout=max(0.0, deadline - time.monotonic()))
         self.worker.wake()
         self.worker.join(timeout=5.0)  # ends each open event ("stopped") on its way out
-        self.emitter.finish(timeout)
+        self.writer.finish(timeout)
         self.publisher.stop(timeout)
         if self.mqtt:
             self.mqtt.stop()
@@ -188,7 +194,7 @@ class Daemon:
     def liveness(self) -> tuple[bool, dict[str, object]]:
         """Healthy while every critical thread is alive and beat within `stall_after` seconds."""
         ok, detail = self.heartbeats.check(CRITICAL, self.stall_after)
-        dead = [t.name for t in (self.worker, self.emitter) if t.ident and not t.is_alive()]
+        dead = [t.name for t in (self.worker, self.writer) if t.ident and not t.is_alive()]
         return ok and not dead, {**detail, "dead": dead}
 
     @property
@@ -199,7 +205,7 @@ class Daemon:
 
     def _recover(self) -> int:
         """Events a killed run left open end now ("restart"); retention runs once before start."""
-        closed = self.emitter.recover()
+        closed = self.writer.recover()
         if closed:
             log.warning("closed %d event(s) left open by the previous run", len(closed))
         return self.store.last_seq
@@ -219,7 +225,7 @@ class Daemon:
         threshold = model.threshold(cfg.false_alarms_per_hour)
         main = self._start_main_stream(name, cfg) if cfg.snapshot else None
         frames = main.frames if main else None
-        self.emitter.camera(name, renderer_for(name, model, threshold, frames)
+        self.writer.camera(name, renderer_for(name, model, threshold, frames)
                             if cfg.snapshot else None)
         self.metrics.camera_added(name)
         self.metrics.model_state(name, True)

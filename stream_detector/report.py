@@ -10,7 +10,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_detector.messages import Box
 
 WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (170, 170, 170)
 BLUE, RED, SHADE = (200, 90, 20), (40, 40, 220), (200, 200, 255)
@@ -85,18 +84,3 @@ def timeline_plot(name: str, scores: np.ndarray, labels: np.ndarray | None, thre
 
 def stack_plots(plots: list[np.ndarray]) -> np.ndarray:
     return np.vstack(plots) if plots else np.full((10, 10, 3), 255, np.uint8)
-
-
-def snapshot(image: np.ndarray, heat: np.ndarray, threshold: float, box: Box | None,
-             caption: str) -> np.ndarray:
-    """The frame with cells over the threshold tinted by score (JET) and the event box drawn."""
-    out = image.copy()
-    scaled = np.clip((heat - threshold) / max(threshold, 1e-6), 0, 1)
-    colours = cv2.applyColorMap((scaled * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    mask = heat > threshold
-    out[mask] = (0.5 * out[mask] + 0.5 * colours[mask]).astype(np.uint8)
-    if box is not None:
-        cv2.rectangle(out, (box.x0, box.y0), (box.x1 - 1, box.y1 - 1), RED, 2)
-    cv2.putText(out, caption, (8, 22), FONT, 0.6, WHITE, 3, cv2.LINE_AA)
-    cv2.putText(out, caption, (8, 22), FONT, 0.6, BLACK, 1, cv2.LINE_AA)
-    return out

@@ -31,7 +31,7 @@ from stream_detector.config import (
     shown,
 )
 from stream_detector.errors import ConfigError, SourceError
-from stream_detector.store import FILE_NAME
+from stream_detector.outputs import FILE_NAME
 
 
 def check_environment(cfg: DaemonConfig, running: DaemonConfig | None = None) -> None:

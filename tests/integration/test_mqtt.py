@@ -23,9 +23,7 @@ from schema_check import errors
 from stream_detector.config import MqttConfig
 from stream_detector.errors import ConfigError
 from stream_detector.messages import Box, Event
-from stream_detector.sinks import Dispatcher, Publisher
-from stream_detector.sinks.mqtt import MqttSink
-from stream_detector.store import EventStore, event_payload
+from stream_detector.outputs import EventStore, MqttSink, Publisher, Sinks, event_payload
 
 pytestmark = pytest.mark.integration
 
@@ -105,7 +103,7 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
     store = EventStore(tmp_path / "events.sqlite")
     with subscribed(broker.port, f"{PREFIX}/#") as sub, \
             running_sink(config(broker, score_interval=60.0), ["door"]) as sink:
-        publisher = Publisher(store, Dispatcher([sink], sink))
+        publisher = Publisher(store, Sinks([sink], sink))
         publisher.start()
         sent = []
         for ev, payload in event_stream(3):
@@ -158,7 +156,7 @@ def test_broker_outage_loses_nothing_and_keeps_order(broker: Broker, tmp_path: P
     watcher = {"client_id": "sd-watcher", "persistent": True}
     with subscribed(broker.port, f"{PREFIX}/events", **watcher) as sub, \
             running_sink(config(broker), ["door"]) as sink:
-        publisher = Publisher(store, Dispatcher([sink], sink), min_backoff=0.1, max_backoff=0.5)
+        publisher = Publisher(store, Sinks([sink], sink), min_backoff=0.1, max_backoff=0.5)
         publisher.start()
         for ev, payload in events[:2]:
             store.append(ev, payload)
@@ -195,7 +193,7 @@ CHILD = """
 import sys, time
 from stream_detector.config import MqttConfig
 from stream_detector.errors import ConfigError
-from stream_detector.sinks.mqtt import MqttSink
+from stream_detector.outputs import MqttSink
 sink = MqttSink(MqttConfig(port=int(sys.argv[1]), topic_prefix=sys.argv[2], client_id="sd-child"),
                 ["door"])
 sink.start()

@@ -26,7 +26,7 @@ import pytest
 from mqtt_broker import Broker, free_port, subscribed, wait_port
 
 from stream_detector.config import MqttConfig
-from stream_detector.sinks.mqtt import MqttSink
+from stream_detector.outputs import MqttSink
 
 pytestmark = pytest.mark.integration
 

@@ -27,11 +27,10 @@ from prometheus_client import CollectorRegistry
 from stream_detector.capture import FrameQueue, is_stream_state
 from stream_detector.config import parse_daemon_config
 from stream_detector.daemon import Daemon
-from stream_detector.emitter import Emitter, Retention
 from stream_detector.detect import EventPolicy, EventTracker, InferenceWorker, Item, Lane
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
 from stream_detector.metrics import Metrics
-from stream_detector.store import EventStore, event_payload
+from stream_detector.outputs import EventStore, Retention, Writer, event_payload
 
 HIGH, LOW = 5.0, 0.0
 POLICY = EventPolicy(1.0, 0.5, min_duration=0.2, cooldown=1.0, update_interval=100.0)
@@ -230,9 +229,9 @@ class Recorder:
 
 
 def emitter_for(store: EventStore, tmp_path: Path, registry: CollectorRegistry,
-                **kw: Any) -> tuple[Emitter, Recorder]:
+                **kw: Any) -> tuple[Writer, Recorder]:
     rec = Recorder()
-    em = Emitter(store, event_payload, Metrics(registry), lambda seq, cam, t: rec.stored.append(seq),
+    em = Writer(store, event_payload, Metrics(registry), lambda seq, cam, t: rec.stored.append(seq),
                  lambda cam, v: rec.scores.append((cam, v)), tmp_path / "snapshots", **kw)
     return em, rec
 
@@ -294,14 +293,13 @@ import resource, signal, time
 from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
-from stream_detector.emitter import Emitter
 from stream_detector.messages import Event, EventOut, Peak
 from stream_detector.metrics import Metrics
-from stream_detector.store import EventStore, event_payload
+from stream_detector.outputs import EventStore, Writer, event_payload
 tmp = Path({str(tmp_path)!r})
 store = EventStore(tmp / "events.sqlite")
 registry = CollectorRegistry()
-em = Emitter(store, event_payload, Metrics(registry), lambda *a: None, lambda *a: None, tmp / "snaps")
+em = Writer(store, event_payload, Metrics(registry), lambda *a: None, lambda *a: None, tmp / "snaps")
 em.camera("door", lambda peak, ev: b"x" * 300_000)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))

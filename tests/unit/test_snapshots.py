@@ -32,12 +32,8 @@ from stream_detector.capture import (
 from stream_detector.config import CameraConfig, parse_daemon_config
 from stream_detector.daemon import Daemon
 from stream_detector.messages import Box, Event, Frame, FrameScore, Peak
-from stream_detector.pipeline import (
-    load_camera_model,
-    renderer_for,
-    scale_box,
-)
-from stream_detector.store import EventStore
+from stream_detector.pipeline import load_camera_model
+from stream_detector.outputs import EventStore, renderer_for, scale_box
 
 
 def cut(vtest: Path, out: Path, seconds: float, width: int, height: int) -> Path:

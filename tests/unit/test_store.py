@@ -17,9 +17,7 @@ import pytest
 
 from stream_detector.config import StorageConfig
 from stream_detector.messages import Box, Event
-from stream_detector.sinks import Dispatcher, Publisher
-from stream_detector.sinks.stdout import StdoutSink
-from stream_detector.store import EventStore, event_payload
+from stream_detector.outputs import EventStore, Publisher, Sinks, StdoutSink, event_payload
 
 
 def make_event(n: int, camera: str = "door", kind: str = "start", wall: float = 1000.0) -> Event:
@@ -145,7 +143,7 @@ def test_publisher_delivers_in_order_and_retries_same_event(tmp_path: Path) -> N
     store = EventStore(tmp_path / "events.sqlite")
     sink = Flaky()
     seqs = [append(store, n) for n in range(3)]
-    pub = Publisher(store, Dispatcher([sink], sink), min_backoff=0.01,  # type: ignore[list-item]
+    pub = Publisher(store, Sinks([sink], sink), min_backoff=0.01,  # type: ignore[list-item]
                     max_backoff=0.05)
     pub.start()
     pub.wake()
@@ -192,7 +190,7 @@ def test_dispatcher_sends_state_after_its_event_and_keeps_stdout_live_while_the_
     append(store, 1, kind="end")
     append(store, 3)
     primary = Primary()
-    pub = Publisher(store, Dispatcher([StdoutSink(out), primary], primary),  # type: ignore[list-item]
+    pub = Publisher(store, Sinks([StdoutSink(out), primary], primary),  # type: ignore[list-item]
                     min_backoff=0.01, max_backoff=0.05)
     pub.start()
     pub.wake()

@@ -19,7 +19,7 @@ from stream_detector.messages import Event, FrameScore
 from stream_detector.config import DEFAULT_MODEL
 from stream_detector.model import runtime
 from stream_detector.model.manifest import sign
-from stream_detector.store import EventStore, event_payload
+from stream_detector.outputs import EventStore, event_payload
 
 
 def write_cfg(tmp: Path, extra: str = "", port: int = 0) -> Path:

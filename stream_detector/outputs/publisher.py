@@ -1,9 +1,9 @@
-"""Where events leave the daemon: the Sink protocol, the Dispatcher over the configured sinks, and
-the Publisher that drains the event store through it.
+"""Where events leave the daemon: the Sink protocol, Sinks (the configured sinks as one), and the
+Publisher, the thread that sends the event store's unpublished events through them.
 
 One output path: every message for the outside world (event, then the camera's anomaly state, then
 its snapshot) leaves through the Publisher's thread in store order, so nothing overtakes anything,
-after an outage too. Sinks never import the store; the Publisher sees it only as an `Outbox`.
+after an outage too. Sinks never import the store.
 """
 
 from __future__ import annotations
@@ -15,14 +15,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-log = logging.getLogger("stream_detector.sinks")
+from stream_detector.outputs.store import EventStore, StoredEvent
+
+log = logging.getLogger(__name__)
 
 
 class Sink(Protocol):
     """An output. Methods must not raise on transient faults (broker down): they report or drop."""
 
     name: str
-    takes_snapshots: bool  # False: the Dispatcher does not read snapshot files for it
+    takes_snapshots: bool  # False: Sinks does not read snapshot files for it
 
     def deliver_event(self, seq: int, payload: dict[str, Any]) -> bool:
         """True only once the event is safely handed over (for MQTT: acknowledged by the broker)."""
@@ -43,23 +45,7 @@ class Sink(Protocol):
     def stop(self) -> None: ...
 
 
-class PendingEvent(Protocol):
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def payload(self) -> dict[str, Any]: ...
-
-
-class Outbox(Protocol):
-    """What the Publisher needs from the event store."""
-
-    def unpublished(self, limit: int = ...) -> Sequence[PendingEvent]: ...
-
-    def mark_published(self, seq: int) -> None: ...
-
-
-class Dispatcher:
+class Sinks:
     """The configured sinks, built once. `primary` is the one whose acknowledgement marks an event
     published (MQTT when configured, else stdout); the others get each event once, in order, just
     before it, and their failures are theirs alone.
@@ -89,7 +75,7 @@ class Dispatcher:
             self._done[sink.name] = seq
         return True
 
-    def ahead(self, events: Sequence[PendingEvent]) -> None:
+    def ahead(self, events: Sequence[StoredEvent]) -> None:
         """While the primary is failing, the others still get these events (once, in order)."""
         for sink in self.sinks:
             if sink is self.primary:
@@ -152,18 +138,18 @@ def _guarded(sink: Sink, what: str, call: Callable[[], object]) -> None:
 
 
 class Publisher:
-    """Delivers stored events through the Dispatcher, strictly in sequence order, at least once.
+    """Delivers stored events through the sinks, strictly in sequence order, at least once.
 
     On a failed delivery it backs off and retries the *same* event, so order survives outages; an
     event may be delivered twice around a reconnect. `sync_states` requests are carried out in
     order with the events: after every event stored before the request, before any stored after.
     """
 
-    def __init__(self, outbox: Outbox, sink: Dispatcher, *, batch: int = 100,
+    def __init__(self, store: EventStore, sinks: Sinks, *, batch: int = 100,
                  min_backoff: float = 0.25, max_backoff: float = 5.0, idle_poll: float = 1.0,
                  beat: Callable[[], None] = lambda: None) -> None:
-        self.outbox = outbox
-        self.sink = sink
+        self.store = store
+        self.sinks = sinks
         self.beat = beat
         self._syncs: list[tuple[int, tuple[str, ...], dict[str, bool]]] = []
         self._sync_lock = threading.Lock()
@@ -180,7 +166,7 @@ class Publisher:
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name=f"publisher-{self.sink.name}",
+        self._thread = threading.Thread(target=self._run, name=f"publisher-{self.sinks.name}",
                                         daemon=True)
         self._thread.start()
 
@@ -224,15 +210,15 @@ class Publisher:
     def _drain(self) -> tuple[int, bool]:
         """Deliver one batch in order; stop at the first failure. Returns (delivered, failed)."""
         sent = 0
-        events = self.outbox.unpublished(self._batch)
+        events = self.store.unpublished(self._batch)
         for i, event in enumerate(events):
             self.beat()  # each delivery may wait for an acknowledgement: beat per event
             self._run_syncs(before=event.seq)
             if not self._deliver(event):
-                self.sink.ahead(events[i:])  # stdout beside a broker that is down stays live
+                self.sinks.ahead(events[i:])  # stdout beside a broker that is down stays live
                 self._set_failing(True)
                 return sent, True
-            self.outbox.mark_published(event.seq)
+            self.store.mark_published(event.seq)
             sent += 1
             self.delivered += 1
             self._set_failing(False)
@@ -246,10 +232,10 @@ class Publisher:
             due = [s for s in self._syncs if before is None or s[0] < before]
             self._syncs = [s for s in self._syncs if s not in due]
         for _, cameras, states in due:
-            self.sink.sync(cameras, states)
+            self.sinks.sync(cameras, states)
 
-    def _deliver(self, event: PendingEvent) -> bool:
-        ok = self.sink.deliver(event.seq, event.payload)
+    def _deliver(self, event: StoredEvent) -> bool:
+        ok = self.sinks.deliver(event.seq, event.payload)
         if not ok:
             self.failures += 1
         return ok
@@ -259,6 +245,7 @@ class Publisher:
             return
         self._failing = failing
         if failing:
-            log.warning("sink %s: delivery failing; retrying in order with backoff", self.sink.name)
+            log.warning("sink %s: delivery failing; retrying in order with backoff",
+                        self.sinks.name)
         else:
-            log.info("sink %s: delivering again", self.sink.name)
+            log.info("sink %s: delivering again", self.sinks.name)

@@ -1,4 +1,4 @@
-"""The emitter: the one thread that writes. It turns the worker's events into payloads, saves their
+"""The writer: the one thread that writes. It turns the worker's events into payloads, saves their
 snapshots, commits them to the event store (which the publisher drains) and keeps the store small.
 
 Everything slow lives here so scoring never waits on a disk: fsync, JPEG encoding, file writes,
@@ -12,52 +12,20 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from stream_detector.messages import Box, Event, EventOut, Peak, ScoreOut
+from stream_detector.outputs.store import EventStore
 
-log = logging.getLogger("stream_detector.emitter")
+log = logging.getLogger(__name__)
 
 Renderer = Callable[[Peak, Event], bytes | None]  # the JPEG of an event's peak frame
 
 
-class StoredRow(Protocol):
-    @property
-    def camera(self) -> str: ...
-
-    @property
-    def payload(self) -> dict[str, Any]: ...
-
-
-class EventLog(Protocol):
-    """What the emitter needs from the event store."""
-
-    healthy: bool
-    write_failures: int
-
-    @property
-    def pending(self) -> int: ...
-
-    @property
-    def backlog_size(self) -> int: ...
-
-    def append(self, event: Event, payload: dict[str, Any]) -> int: ...
-
-    def open_events(self) -> Sequence[StoredRow]: ...
-
-    def prune(self, before: float) -> int: ...
-
-    def prune_oldest(self, count: int) -> int: ...
-
-    def size_bytes(self) -> int: ...
-
-    def checkpoint(self, vacuum: bool = False) -> None: ...
-
-
-class EmitterMetrics(Protocol):
+class WriterMetrics(Protocol):
     def event(self, camera: str, type: str, latency_s: float | None = None) -> None: ...
 
     def snapshot_failed(self, camera: str) -> None: ...
@@ -72,13 +40,16 @@ class Retention:
     interval: float = 600.0  # seconds between retention passes and WAL checkpoints
 
 
-class Emitter(threading.Thread):
+class Writer(threading.Thread):
     """Consumes `EventOut`/`ScoreOut` from `put` in order; `stored(seq, camera, captured)` is called
-    for each committed event (the daemon wakes the publisher there); scores go to `score`."""
+    for each committed event (the daemon wakes the publisher there); scores go to `score`.
 
-    def __init__(self, store: EventLog, payload: Callable[[Event, dict[str, Any] | None, str | None],
-                                                          dict[str, Any]],
-                 metrics: EmitterMetrics, stored: Callable[[int, str, float], None],
+    Its thread, heartbeat and metrics label keep the name "emitter" (/healthz, thread_errors_total).
+    """
+
+    def __init__(self, store: EventStore,
+                 payload: Callable[[Event, dict[str, Any] | None, str | None], dict[str, Any]],
+                 metrics: WriterMetrics, stored: Callable[[int, str, float], None],
                  score: Callable[[str, float], None], snapshot_dir: Path | None,
                  retention: Retention = Retention(), beat: Callable[[], None] = lambda: None,
                  idle_wait: float = 0.5, clock: Callable[[], float] = time.time) -> None:

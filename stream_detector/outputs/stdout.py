@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-log = logging.getLogger("stream_detector.sinks.stdout")
+log = logging.getLogger(__name__)
 
 
 class StdoutSink:
