@@ -307,7 +307,7 @@ def _load_config(path: Path | None, running: DaemonConfig | None = None,
 
     cfg = load_daemon_config(path) if path else default_daemon_config()
     if environment:
-        from stream_detector.validate import check_environment
+        from stream_detector.daemon import check_environment
 
         check_environment(cfg, running)
     return cfg
@@ -320,8 +320,7 @@ def _run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)  # before importing the daemon (torch): config errors come fast
 
-    from stream_detector.daemon import Daemon
-    from stream_detector.notify import notify
+    from stream_detector.daemon import Daemon, notify_systemd as notify
 
     logging.basicConfig(level=cfg.logging.level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -364,8 +363,7 @@ def _check_config(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)  # before importing the pipeline (torch), as in _run
 
     from stream_detector.errors import ConfigError, SourceError
-    from stream_detector.pipeline import check_camera, check_device, load_camera_model
-    from stream_detector.validate import check_camera_model
+    from stream_detector.daemon import check_camera, check_camera_model, check_device, load_camera_model
 
     check_device(cfg.device, cfg.path)
     models = {}

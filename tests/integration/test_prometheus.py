@@ -25,7 +25,7 @@ from prom_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
-from stream_detector.metrics import HealthServer, Metrics
+from stream_detector.daemon import HealthServer, Metrics
 
 pytestmark = pytest.mark.integration
 

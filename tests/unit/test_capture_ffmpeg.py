@@ -29,7 +29,7 @@ from stream_detector.capture import (
 )
 from stream_detector.config import CameraConfig
 from stream_detector.errors import ConfigError, SourceError
-from stream_detector.validate import check_capture
+from stream_detector.daemon.environment import check_capture
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -29,7 +29,7 @@ from stream_detector.config import parse_daemon_config
 from stream_detector.daemon import Daemon
 from stream_detector.detect import EventPolicy, EventTracker, InferenceWorker, Item, Lane
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
-from stream_detector.metrics import Metrics
+from stream_detector.daemon import Metrics
 from stream_detector.outputs import EventStore, Retention, Writer, event_payload
 
 HIGH, LOW = 5.0, 0.0
@@ -294,7 +294,7 @@ from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
 from stream_detector.messages import Event, EventOut, Peak
-from stream_detector.metrics import Metrics
+from stream_detector.daemon import Metrics
 from stream_detector.outputs import EventStore, Writer, event_payload
 tmp = Path({str(tmp_path)!r})
 store = EventStore(tmp / "events.sqlite")

@@ -6,7 +6,6 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "stream_detector"
 # module -> modules allowed to import it
 WIRING = {
-    "stream_detector.pipeline": {"stream_detector.daemon", "stream_detector.cli"},
     "stream_detector.daemon": {"stream_detector.cli"},
     "stream_detector.cli": {"stream_detector.__main__"},
 }

@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
-from stream_detector.metrics import HealthServer, Metrics
+from stream_detector.daemon import HealthServer, Metrics
 
 
 class FakeClock:

@@ -27,7 +27,7 @@ from stream_detector.config import (
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.model.manifest import REQUIRED, validate_metadata
 from stream_detector.model.runtime import read_metadata
-from stream_detector.validate import check_environment
+from stream_detector.daemon import check_environment
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -32,7 +32,7 @@ from stream_detector.capture import (
 from stream_detector.config import CameraConfig, parse_daemon_config
 from stream_detector.daemon import Daemon
 from stream_detector.messages import Box, Event, Frame, FrameScore, Peak
-from stream_detector.pipeline import load_camera_model
+from stream_detector.daemon import load_camera_model
 from stream_detector.outputs import EventStore, renderer_for, scale_box
 
 
@@ -216,7 +216,7 @@ def test_snapshot_falls_back_to_the_scored_frame_and_says_so_once(
     cells = np.zeros(model.slicer.grid, np.float32)
     peak = Peak(5.0, np.zeros((288, 384, 3), np.uint8), cells, Box(0, 0, 96, 72), time.monotonic())
     event = Event("e1", "door", "start", time.time(), 0.0, None, None, 5.0, 0, peak.box, 5.0)
-    with caplog.at_level(logging.WARNING, "stream_detector.pipeline"):
+    with caplog.at_level(logging.WARNING, "stream_detector.outputs.snapshots"):
         shapes = [decoded(render(peak, event)).shape for _ in range(3)]
     assert shapes == [(288, 384, 3)] * 3
     assert len([r for r in caplog.records if "no main-stream frame" in r.message]) == 1
@@ -227,7 +227,7 @@ def test_snapshot_falls_back_to_the_scored_frame_and_says_so_once(
     later = Peak(5.0, peak.image, cells, peak.box, (peak.mono_time or 0.0) + 0.5)
     history.put(Frame("door", 1, 0.5, time.time(), later.mono_time or 0.0,
                       np.zeros((720, 1280, 3), np.uint8)))  # 16:9 main, 4:3 scored
-    with caplog.at_level(logging.WARNING, "stream_detector.pipeline"):
+    with caplog.at_level(logging.WARNING, "stream_detector.outputs.snapshots"):
         assert [decoded(render(later, event)).shape for _ in range(2)] == [(720, 1280, 3)] * 2
     assert len([r for r in caplog.records if "aspect ratio" in r.message]) == 1
 

@@ -50,7 +50,7 @@ def test_a_reload_may_keep_its_own_metrics_port_but_not_take_a_busy_one(tmp_path
 
 
 def test_storage_that_does_not_exist_yet_is_fine_if_it_can_be_created(tmp_path: Path) -> None:
-    from stream_detector.validate import check_storage
+    from stream_detector.daemon.environment import check_storage
 
     check_storage(StorageConfig(path=str(tmp_path / "a" / "b")), "c.toml")
     assert list(tmp_path.iterdir()) == []  # looked, did not create

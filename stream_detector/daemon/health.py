@@ -1,4 +1,5 @@
-"""Heartbeats: each daemon thread beats; the daemon is healthy only while its critical threads do.
+"""Health: each daemon thread beats a heartbeat, and the daemon is healthy only while its critical
+threads do; systemd's notify protocol (READY=1, WATCHDOG=1, STOPPING=1), which reports it.
 
 "Healthy" must mean the threads that do the work are turning, not that the process exists: systemd's
 watchdog and /healthz read it, so a wedged worker gets the daemon restarted.
@@ -6,6 +7,8 @@ watchdog and /healthz read it, so a wedged worker gets the daemon restarted.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,3 +46,20 @@ class Heartbeats:
         ages = self.ages()
         stale = sorted(n for n in critical if ages.get(n, float("inf")) > max_age)
         return not stale, {"stale": stale, "threads": ages}
+
+
+def notify_systemd(message: str) -> bool:
+    """Send one notification over $NOTIFY_SOCKET (stdlib only); False when there is no socket to
+    send it to: not started by systemd with Type=notify."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):  # abstract namespace socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        return True
+    except OSError:
+        return False

@@ -12,7 +12,6 @@ import os
 import socket
 import ssl
 from pathlib import Path
-from typing import Protocol
 from urllib.parse import urlsplit
 
 from stream_detector.capture import (
@@ -178,16 +177,3 @@ def check_capture(name: str, cam: CameraConfig, where: str) -> None:
         if cam.hwaccel not in known:
             raise ConfigError(f"{where}: cameras.{name}.hwaccel: {cam.hwaccel!r} is not a method "
                               f"this ffmpeg knows (known: {', '.join(known) or 'none'}, auto)")
-
-
-class _Model(Protocol):
-    def check_source(self, width: int, height: int, name: str) -> None: ...
-
-
-def check_camera_model(name: str, cam: CameraConfig, model: _Model, where: str) -> None:
-    """A camera that resizes its frames must resize them to a size its model can score."""
-    if cam.width:
-        try:
-            model.check_source(cam.width, cam.height, "resize target")
-        except SourceError as exc:
-            raise ConfigError(f"{where}: cameras.{name}.width: {exc}") from None

@@ -1,18 +1,14 @@
-"""Wires one camera's chain of stages: source -> frame queue -> preprocessing -> window scoring ->
-frame scores with regions -> events -> snapshot. The daemon (daemon.py) runs the threads.
+"""The cameras' start-up checks: the device exists, each camera's model loads and fits what the
+camera sends it; the errors name the file and the key.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stream_detector.capture import (
-    DEMO_SOURCE,
-    DEMO_VIDEO,
-    source_kind,
-)
+from stream_detector.capture import DEMO_SOURCE, DEMO_VIDEO, source_kind
 from stream_detector.config import DEFAULT_MODEL, CameraConfig
-from stream_detector.errors import ConfigError, ModelError
+from stream_detector.errors import ConfigError, ModelError, SourceError
 from stream_detector.model import LoadedModel, load, pick_device
 
 
@@ -44,3 +40,12 @@ def load_camera_model(name: str, cfg: CameraConfig, device: str, where: str,
         return load(Path(cfg.model) if cfg.model else DEFAULT_MODEL, device, precision)
     except ModelError as exc:
         raise ModelError(f"{where}: cameras.{name}.model: {exc}") from None
+
+
+def check_camera_model(name: str, cam: CameraConfig, model: LoadedModel, where: str) -> None:
+    """A camera that resizes its frames must resize them to a size its model can score."""
+    if cam.width:
+        try:
+            model.check_source(cam.width, cam.height, "resize target")
+        except SourceError as exc:
+            raise ConfigError(f"{where}: cameras.{name}.width: {exc}") from None

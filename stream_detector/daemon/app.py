@@ -30,9 +30,15 @@ from stream_detector.capture import (
     source_for,
 )
 from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
-from stream_detector.errors import ConfigError
-from stream_detector.metrics import HealthServer, Metrics
-from stream_detector.model import LoadedModel, keep_tensors_in_the_heap, torch_threads
+from stream_detector.daemon.checks import (
+    check_camera,
+    check_camera_model,
+    check_device,
+    load_camera_model,
+)
+from stream_detector.daemon.health import Heartbeats
+from stream_detector.daemon.metrics import Metrics
+from stream_detector.daemon.metrics_server import HealthServer
 from stream_detector.detect import (
     FramePreparer,
     FrameScorer,
@@ -42,11 +48,8 @@ from stream_detector.detect import (
     lane_for,
     scoring_rate,
 )
-from stream_detector.pipeline import (
-    check_camera,
-    check_device,
-    load_camera_model,
-)
+from stream_detector.errors import ConfigError
+from stream_detector.model import LoadedModel, keep_tensors_in_the_heap, torch_threads
 from stream_detector.outputs import (
     EventStore,
     MqttSink,
@@ -59,10 +62,8 @@ from stream_detector.outputs import (
     event_payload,
     renderer_for,
 )
-from stream_detector.validate import check_camera_model
-from stream_detector.supervision import Heartbeats
 
-log = logging.getLogger("stream_detector.daemon")
+log = logging.getLogger(__name__)
 CRITICAL = ("inference", "emitter", "publisher")
 STALL_AFTER = 15.0  # seconds without a heartbeat before a critical thread counts as stalled
 

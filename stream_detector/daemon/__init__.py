@@ -1,0 +1,55 @@
+"""The daemon: wires the stages into threads and runs them. It starts them (cameras last),
+supervises them (a dead capture thread is restarted; systemd's watchdog and /healthz see the critical
+threads' heartbeats), applies reloads camera by camera, and stops them, flushing every event.
+
+  app.py             Daemon: start, supervise, reload, stop
+  environment.py     what a config needs from this machine (storage, ports, hosts, TLS, video files)
+  checks.py          the cameras' checks: device, models, what their frames must fit
+  health.py          heartbeats; systemd's notify protocol
+  metrics.py         Metrics: every series, on an injected registry
+  metrics_server.py  HealthServer: /metrics, /healthz, /readyz
+
+Names from modules that import torch (app.py, checks.py: seconds to import) are loaded when first
+used, so a bad config is reported before torch is loaded.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from stream_detector.daemon.environment import check_environment
+from stream_detector.daemon.health import Heartbeats, notify_systemd
+from stream_detector.daemon.metrics import Metrics
+from stream_detector.daemon.metrics_server import HealthServer
+
+if TYPE_CHECKING:
+    from stream_detector.daemon.app import Daemon
+    from stream_detector.daemon.checks import (
+        check_camera,
+        check_camera_model,
+        check_device,
+        load_camera_model,
+    )
+
+__all__ = [
+    "Daemon",
+    "HealthServer",
+    "Heartbeats",
+    "Metrics",
+    "check_camera",
+    "check_camera_model",
+    "check_device",
+    "check_environment",
+    "load_camera_model",
+    "notify_systemd",
+]
+
+_WITH_TORCH = {"Daemon": "app", "check_camera": "checks", "check_camera_model": "checks",
+               "check_device": "checks", "load_camera_model": "checks"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WITH_TORCH:
+        return getattr(importlib.import_module(f"{__name__}.{_WITH_TORCH[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
