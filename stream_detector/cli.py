@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, NoReturn
 import numpy as np
 
 from stream_detector import __version__
+from stream_detector.daemon import load_config  # not the app: config errors need no torch
 from stream_detector.errors import UserError
 from stream_detector.config import DEFAULT_MODEL  # not model/: config errors need no torch
 
@@ -299,26 +300,12 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_config(path: Path | None, running: DaemonConfig | None = None,
-                 environment: bool = True) -> DaemonConfig:
-    """The one validation of run, SIGHUP reload and check-config: the file's values, then what they
-    need from this machine (storage, ports, hosts, TLS and video files). `running`: on a reload."""
-    from stream_detector.config import default_daemon_config, load_daemon_config
-
-    cfg = load_daemon_config(path) if path else default_daemon_config()
-    if environment:
-        from stream_detector.daemon import check_environment
-
-        check_environment(cfg, running)
-    return cfg
-
-
 def _run(args: argparse.Namespace) -> int:
     import logging
     import signal
     import threading
 
-    cfg = _load_config(args.config)  # before importing the daemon (torch): config errors come fast
+    cfg = load_config(args.config)  # before importing the daemon (torch): config errors come fast
 
     from stream_detector.daemon import Daemon, notify_systemd as notify
 
@@ -348,7 +335,7 @@ def _run(args: argparse.Namespace) -> int:
                 continue
             notify("RELOADING=1")
             try:
-                daemon.reload(_load_config(args.config, running=daemon.cfg))
+                daemon.reload(load_config(args.config, running=daemon.cfg))
             except UserError as exc:
                 log.error("reload failed, keeping the running config: %s", exc)
             notify("READY=1")
@@ -360,22 +347,18 @@ def _run(args: argparse.Namespace) -> int:
 
 def _check_config(args: argparse.Namespace) -> int:
     """Everything `run` checks before it starts, nothing started; --probe also reads each camera."""
-    cfg = _load_config(args.config)  # before importing the pipeline (torch), as in _run
+    cfg = load_config(args.config)  # before importing the pipeline (torch), as in _run
 
     from stream_detector.errors import ConfigError, SourceError
-    from stream_detector.daemon import check_camera, check_camera_model, check_device, load_camera_model
+    from stream_detector.daemon import check_cameras, model_key
 
-    check_device(cfg.device, cfg.path)
-    models = {}
-    for name, cam in cfg.cameras.items():
-        check_camera(name, cam, cfg.path)
-        models[name] = load_camera_model(name, cam, cfg.device, cfg.path, cfg.inference.precision)
-        check_camera_model(name, cam, models[name], cfg.path)
+    models = check_cameras(cfg, cfg.device, cfg.inference.precision)
     failed = []
     for name, cam in cfg.cameras.items() if args.probe else ():
         try:
             width, height = _probe(cfg, name, args.timeout)
-            models[name].check_source(width, height, f"{width}x{height} frames")
+            model = models[model_key(cam, cfg.device)]
+            model.check_source(width, height, f"{width}x{height} frames")
         except SourceError as exc:
             print(f"camera {name}: FAILED: {exc}")
             failed.append((name, exc))
@@ -452,7 +435,7 @@ def _events(args: argparse.Namespace) -> int:
     from stream_detector.errors import ConfigError
     from stream_detector.outputs import FILE_NAME, EventStore
 
-    cfg = _load_config(args.config, environment=False)  # the daemon may hold the port: not checked
+    cfg = load_config(args.config, environment=False)  # the daemon may hold the port: not checked
     since = _parse_since(args.since) if args.since else None
     if args.camera is not None and not (args.camera and set(args.camera) <= CAMERA_NAME_CHARS):
         raise UserError(f"--camera {args.camera!r}: camera names use letters, digits, '_' and '-' only")

@@ -1,10 +1,11 @@
 """The daemon: wires the stages into threads and runs them. It starts them (cameras last),
-supervises them (a dead capture thread is restarted; systemd's watchdog and /healthz see the critical
-threads' heartbeats), applies reloads camera by camera, and stops them, flushing every event.
+supervises them (a dead capture thread is restarted; systemd's watchdog and /healthz see the
+critical threads' heartbeats), applies reloads camera by camera, and stops them, flushing every
+event.
 
   app.py             Daemon: start, supervise, reload, stop
-  environment.py     what a config needs from this machine (storage, ports, hosts, TLS, video files)
-  checks.py          the cameras' checks: device, models, what their frames must fit
+  environment.py     load_config: a config's values, then what it needs from this machine
+  checks.py          check_cameras: the device, the cameras' models, what their frames must fit
   health.py          heartbeats; systemd's notify protocol
   metrics.py         Metrics: every series, on an injected registry
   metrics_server.py  HealthServer: /metrics, /healthz, /readyz
@@ -18,35 +19,30 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from stream_detector.daemon.environment import check_environment
+from stream_detector.daemon.environment import check_environment, load_config
 from stream_detector.daemon.health import Heartbeats, notify_systemd
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.metrics_server import HealthServer
 
 if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
-    from stream_detector.daemon.checks import (
-        check_camera,
-        check_camera_model,
-        check_device,
-        load_camera_model,
-    )
+    from stream_detector.daemon.checks import check_cameras, load_camera_model, model_key
 
 __all__ = [
     "Daemon",
     "HealthServer",
     "Heartbeats",
     "Metrics",
-    "check_camera",
-    "check_camera_model",
-    "check_device",
+    "check_cameras",
     "check_environment",
     "load_camera_model",
+    "load_config",
+    "model_key",
     "notify_systemd",
 ]
 
-_WITH_TORCH = {"Daemon": "app", "check_camera": "checks", "check_camera_model": "checks",
-               "check_device": "checks", "load_camera_model": "checks"}
+_WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",
+               "model_key": "checks"}
 
 
 def __getattr__(name: str) -> Any:

@@ -29,13 +29,8 @@ from stream_detector.capture import (
     scored_config,
     source_for,
 )
-from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
-from stream_detector.daemon.checks import (
-    check_camera,
-    check_camera_model,
-    check_device,
-    load_camera_model,
-)
+from stream_detector.config import CameraConfig, DaemonConfig
+from stream_detector.daemon.checks import check_cameras, model_key
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.metrics_server import HealthServer
@@ -75,11 +70,8 @@ class Daemon:
                  *, scorer: ScorerFactory = FrameScorer, store: EventStore | None = None,
                  stall_after: float = STALL_AFTER) -> None:
         self.cfg = cfg
-        self._models: dict[tuple[str, str], LoadedModel] = {}
-        check_device(cfg.device, cfg.path)
-        for name, cam in cfg.cameras.items():  # fail fast on bad cameras and models, before any I/O
-            check_camera(name, cam, cfg.path)
-            check_camera_model(name, cam, self._model_for(name, cam, cfg.path), cfg.path)
+        # Fail fast on bad cameras and models, before any I/O.
+        self._models = check_cameras(cfg, cfg.device, cfg.inference.precision)
         self._scorer = scorer
         self.stall_after = stall_after
         self.registry = registry or CollectorRegistry()
@@ -164,14 +156,7 @@ class Daemon:
 
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
-        models: dict[tuple[str, str], LoadedModel] = {}  # re-read: a model may have been re-fitted
-        for name, cam in new.cameras.items():
-            check_camera(name, cam, new.path)
-            key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
-            if key not in models:
-                models[key] = load_camera_model(name, cam, self.cfg.device, new.path,
-                                                self.cfg.inference.precision)
-            check_camera_model(name, cam, models[key], new.path)
+        models = check_cameras(new, self.cfg.device, self.cfg.inference.precision)  # re-read
         if (new.mqtt, new.metrics, new.storage, new.device, new.inference) != (
                 self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference):
             log.warning("reload: mqtt, metrics, storage, device and inference changes apply after a restart")
@@ -179,8 +164,8 @@ class Daemon:
         self._models = models
         for name in old:
             if (name not in new.cameras or new.cameras[name] != old[name]
-                    or _checksum(self._captures[name][2]) != _checksum(self._model_for(
-                        name, new.cameras[name], new.path))):
+                    or _checksum(self._captures[name][2])
+                    != _checksum(self._model_for(new.cameras[name]))):
                 self._stop_camera(name)
         added = [name for name in new.cameras if name not in self._captures]
         self.publisher.sync_states(self.store.last_seq, list(new.cameras),
@@ -211,15 +196,12 @@ class Daemon:
             log.warning("closed %d event(s) left open by the previous run", len(closed))
         return self.store.last_seq
 
-    def _model_for(self, name: str, cam: CameraConfig, where: str) -> LoadedModel:
-        key = (cam.model or str(DEFAULT_MODEL), self.cfg.device)
-        if key not in self._models:
-            self._models[key] = load_camera_model(name, cam, self.cfg.device, where,
-                                                  self.cfg.inference.precision)
-        return self._models[key]
+    def _model_for(self, cam: CameraConfig) -> LoadedModel:
+        """The camera's model, as check_cameras loaded it (at start-up or by the last reload)."""
+        return self._models[model_key(cam, self.cfg.device)]
 
     def _start_camera(self, name: str, cfg: CameraConfig) -> None:
-        model = self._model_for(name, cfg, self.cfg.path)
+        model = self._model_for(cfg)
         queue: FrameQueue[Item] = FrameQueue(cfg.queue_size, DropPolicy.DROP_OLDEST, self._cond,
                                              keep=is_stream_state)
         lane = lane_for(name, cfg, model, queue, self._scorer)

@@ -1,28 +1,34 @@
-"""The cameras' start-up checks: the device exists, each camera's model loads and fits what the
-camera sends it; the errors name the file and the key.
+"""The cameras' start-up check, after `environment.load_config`: the device exists, each camera's
+model loads and fits what the camera sends it; the errors name the file and the key.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from stream_detector.capture import DEMO_SOURCE, DEMO_VIDEO, source_kind
-from stream_detector.config import DEFAULT_MODEL, CameraConfig
+from stream_detector.config import DEFAULT_MODEL, CameraConfig, DaemonConfig
 from stream_detector.errors import ConfigError, ModelError, SourceError
 from stream_detector.model import LoadedModel, load, pick_device
 
+ModelKey = tuple[str, str]  # (model directory, device): cameras that share it share one model
 
-def check_camera(name: str, cfg: CameraConfig, where: str) -> None:
-    """Fail fast on what can never work: a local file that does not exist, the demo without its
-    video (for `source` and, when set, `detect_source`)."""
-    for key in ("source", "detect_source"):
-        uri = getattr(cfg, key)
-        if uri == DEMO_SOURCE:
-            if not DEMO_VIDEO.is_file():
-                raise ConfigError(f"{where}: cameras.{name}.{key}: demo video {DEMO_VIDEO} missing "
-                                  f"(install Debian's opencv-doc)")
-        elif uri and source_kind(uri) == "file" and not Path(uri).is_file():
-            raise ConfigError(f"{where}: cameras.{name}.{key}: no such file {uri}")
+
+def check_cameras(cfg: DaemonConfig, device: str, precision: str) -> dict[ModelKey, LoadedModel]:
+    """The one check of the cameras for run, SIGHUP reload and check-config: the device exists,
+    every camera's model loads (each directory once, read afresh: it may have been re-fitted) and
+    can score the size the camera resizes its frames to. Returns the models by `model_key`."""
+    check_device(device, cfg.path)
+    models: dict[ModelKey, LoadedModel] = {}
+    for name, cam in cfg.cameras.items():
+        key = model_key(cam, device)
+        if key not in models:
+            models[key] = load_camera_model(name, cam, device, cfg.path, precision)
+        check_camera_model(name, cam, models[key], cfg.path)
+    return models
+
+
+def model_key(cam: CameraConfig, device: str) -> ModelKey:
+    return (cam.model or str(DEFAULT_MODEL), device)
 
 
 def check_device(device: str, where: str) -> None:

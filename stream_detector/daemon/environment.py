@@ -1,6 +1,6 @@
-"""What a config needs from this machine, checked before anything starts: storage, ports, hosts,
-TLS files, local video files and the ffmpeg program. `run`, SIGHUP reloads and `check-config` all
-call `check_environment`.
+"""Loading a config: its values, then what it needs from this machine, checked before anything
+starts: storage, ports, hosts, TLS files, local video files (the demo's too) and the ffmpeg program.
+`run`, SIGHUP reloads and `check-config` all call `load_config`; then `checks.check_cameras`.
 
 Checks only look: nothing is created, no connection is made (a port is bound and released at once).
 """
@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from stream_detector.capture import (
     DEMO_SOURCE,
+    DEMO_VIDEO,
     ffmpeg_hwaccels,
     ffmpeg_missing,
     source_kind,
@@ -27,10 +28,22 @@ from stream_detector.config import (
     MetricsConfig,
     MqttConfig,
     StorageConfig,
+    default_daemon_config,
+    load_daemon_config,
     shown,
 )
 from stream_detector.errors import ConfigError, SourceError
 from stream_detector.outputs import FILE_NAME
+
+
+def load_config(path: Path | None, running: DaemonConfig | None = None,
+                environment: bool = True) -> DaemonConfig:
+    """The one validation of run, SIGHUP reload and check-config: the file's values, then what they
+    need from this machine (storage, ports, hosts, TLS and video files). `running`: on a reload."""
+    cfg = load_daemon_config(path) if path else default_daemon_config()
+    if environment:
+        check_environment(cfg, running)
+    return cfg
 
 
 def check_environment(cfg: DaemonConfig, running: DaemonConfig | None = None) -> None:
@@ -138,8 +151,8 @@ def check_readable(name: str, key: str) -> None:
 
 
 def check_source(name: str, cam: CameraConfig, where: str) -> None:
-    """A local file must be a video that decodes; a URL needs a host. Cameras are not contacted.
-    `detect_source`, when set, is checked the same way."""
+    """A local file must be a video that decodes; a URL needs a host; the demo needs its video.
+    Cameras are not contacted. `detect_source`, when set, is checked the same way."""
     for field in ("source", "detect_source"):
         if value := getattr(cam, field):
             _check_uri(value, f"{where}: cameras.{name}.{field}")
@@ -152,7 +165,12 @@ def _check_uri(uri: str, key: str) -> None:
         parts.port  # noqa: B018 (parses the port: ValueError when it is not a number)
     except ValueError as exc:  # "rtsp://[::1", "rtsp://cam:99x/"
         raise ConfigError(f"{key}: not a valid URL ({exc})") from None
-    if uri == DEMO_SOURCE or kind == "device":
+    if uri == DEMO_SOURCE:
+        if not DEMO_VIDEO.is_file():
+            raise ConfigError(f"{key}: demo video {DEMO_VIDEO} missing "
+                              f"(install Debian's opencv-doc)")
+        return
+    if kind == "device":
         return
     if kind == "stream":
         if not parts.hostname:

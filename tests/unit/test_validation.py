@@ -13,6 +13,7 @@ import pytest
 
 from stream_detector import cli
 from stream_detector.config import StorageConfig, load_daemon_config
+from stream_detector.daemon import load_config
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.detect import EventPolicy, EventTracker
 from stream_detector.messages import Event, FrameScore
@@ -42,11 +43,11 @@ def test_a_reload_may_keep_its_own_metrics_port_but_not_take_a_busy_one(tmp_path
         port = ours.getsockname()[1]
         running = load_daemon_config(write_cfg(tmp_path, port=port))
         with pytest.raises(ConfigError, match=rf"metrics\.port: {port} is already in use"):
-            cli._load_config(tmp_path / "c.toml")  # a fresh start could not listen there
-        assert cli._load_config(tmp_path / "c.toml", running=running).metrics.port == port
+            load_config(tmp_path / "c.toml")  # a fresh start could not listen there
+        assert load_config(tmp_path / "c.toml", running=running).metrics.port == port
         write_cfg(tmp_path, '[mqtt]\ntls_ca_file = "/nonexistent/ca.pem"\n', port=port)
         with pytest.raises(ConfigError, match=r"mqtt\.tls_ca_file: /nonexistent/ca\.pem: no such file"):
-            cli._load_config(tmp_path / "c.toml", running=running)  # the rest is checked as at start
+            load_config(tmp_path / "c.toml", running=running)  # the rest is checked as at start
 
 
 def test_storage_that_does_not_exist_yet_is_fine_if_it_can_be_created(tmp_path: Path) -> None:
