@@ -301,48 +301,11 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import logging
-    import signal
-    import threading
+    cfg = load_config(args.config)  # before importing the daemon's app (torch): errors come fast
 
-    cfg = load_config(args.config)  # before importing the daemon (torch): config errors come fast
+    from stream_detector.daemon import run
 
-    from stream_detector.daemon import Daemon, notify_systemd as notify
-
-    logging.basicConfig(level=cfg.logging.level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log = logging.getLogger("stream_detector")
-    daemon = Daemon(cfg, sys.stdout)
-    reload_requested = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: daemon.stop_event.set())
-    signal.signal(signal.SIGINT, lambda *_: daemon.stop_event.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload_requested.set())
-    daemon.start()
-    notify("READY=1")
-    stalled: object = []
-    while not daemon.stop_event.wait(0.5):
-        daemon.supervise()
-        healthy, detail = daemon.liveness()
-        if healthy:  # a stalled worker stops the pings: systemd's watchdog restarts the daemon
-            notify("WATCHDOG=1")
-        elif detail.get("stale") != stalled:
-            log.error("threads stalled or dead: %s; not pinging the watchdog", detail)
-        stalled = detail.get("stale")
-        if reload_requested.is_set():
-            reload_requested.clear()
-            if args.config is None:
-                log.info("SIGHUP: running the embedded default config, nothing to reload")
-                continue
-            notify("RELOADING=1")
-            try:
-                daemon.reload(load_config(args.config, running=daemon.cfg))
-            except UserError as exc:
-                log.error("reload failed, keeping the running config: %s", exc)
-            notify("READY=1")
-    notify("STOPPING=1")
-    log.info("stopping")
-    daemon.stop()
-    return 0
+    return run(cfg, args.config)
 
 
 def _check_config(args: argparse.Namespace) -> int:

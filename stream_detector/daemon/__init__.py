@@ -3,6 +3,7 @@ supervises them (a dead capture thread is restarted; systemd's watchdog and /hea
 critical threads' heartbeats), applies reloads camera by camera, and stops them, flushing every
 event.
 
+  lifecycle.py       run: the daemon as a process (signals, systemd, supervision, reloads)
   app.py             Daemon: start, supervise, reload, stop
   environment.py     load_config: a config's values, then what it needs from this machine
   checks.py          check_cameras: the device, the cameras' models, what their frames must fit
@@ -10,8 +11,8 @@ event.
   metrics.py         Metrics: every series, on an injected registry
   metrics_server.py  HealthServer: /metrics, /healthz, /readyz
 
-Names from modules that import torch (app.py, checks.py: seconds to import) are loaded when first
-used, so a bad config is reported before torch is loaded.
+Names from modules that import torch (app.py, checks.py, lifecycle.py: seconds to import) are
+loaded when first used, so a bad config is reported before torch is loaded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from stream_detector.daemon.metrics_server import HealthServer
 if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
     from stream_detector.daemon.checks import check_cameras, load_camera_model, model_key
+    from stream_detector.daemon.lifecycle import run
 
 __all__ = [
     "Daemon",
@@ -39,10 +41,11 @@ __all__ = [
     "load_config",
     "model_key",
     "notify_systemd",
+    "run",
 ]
 
 _WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",
-               "model_key": "checks"}
+               "model_key": "checks", "run": "lifecycle"}
 
 
 def __getattr__(name: str) -> Any:
