@@ -5,6 +5,7 @@ event.
 
   lifecycle.py       run: the daemon as a process (signals, systemd, supervision, reloads)
   app.py             Daemon: start, supervise, reload, stop
+  cameras.py         CameraRuntime: a running camera; its capture loop's reports as metrics
   environment.py     load_config: a config's values, then what it needs from this machine
   checks.py          check_cameras: the device, the cameras' models, what their frames must fit
   health.py          heartbeats; systemd's notify protocol

@@ -12,7 +12,6 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -30,6 +29,7 @@ from stream_detector.capture import (
     source_for,
 )
 from stream_detector.config import CameraConfig, DaemonConfig
+from stream_detector.daemon.cameras import CaptureMetrics, CameraRuntime, checksum
 from stream_detector.daemon.checks import check_cameras, model_key
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
@@ -101,8 +101,7 @@ class Daemon:
         self.worker = InferenceWorker(self._cond, self.writer.put, self.metrics, self.stop_event,
                                       beat=self.heartbeats.beater("inference"),
                                       linger=cfg.inference.linger_ms / 1000)
-        self._captures: dict[str, tuple[CaptureLoop, threading.Event, LoadedModel,
-                                        Callable[[], CaptureLoop]]] = {}
+        self._captures: dict[str, CameraRuntime] = {}
         self._main: dict[str, MainStream] = {}  # cameras scoring a detect_source: snapshots' stream
         self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
                                    lambda: self.metrics.readiness(cfg.metrics.ready_after),
@@ -138,7 +137,7 @@ class Daemon:
     def stop(self, timeout: float = 5.0) -> None:
         """Close open events, write and flush them to the sinks, say offline, stop every thread."""
         self.stop_event.set()
-        captures = [self._captures[name][0] for name in self._captures]
+        captures = [camera.capture for camera in self._captures.values()]
         captures += [main.loop for main in self._main.values()]
         for name in list(self._captures):
             self._stop_camera(name, join=False)
@@ -164,8 +163,8 @@ class Daemon:
         self._models = models
         for name in old:
             if (name not in new.cameras or new.cameras[name] != old[name]
-                    or _checksum(self._captures[name][2])
-                    != _checksum(self._model_for(new.cameras[name]))):
+                    or checksum(self._captures[name].model)
+                    != checksum(self._model_for(new.cameras[name]))):
                 self._stop_camera(name)
         added = [name for name in new.cameras if name not in self._captures]
         self.publisher.sync_states(self.store.last_seq, list(new.cameras),
@@ -217,13 +216,13 @@ class Daemon:
 
         def make_capture() -> CaptureLoop:
             return CaptureLoop(name, lambda: source_for(scored_config(cfg)), queue, stop,
-                               _Observer(self.metrics), stale_after=cfg.stale_after,
+                               CaptureMetrics(self.metrics), stale_after=cfg.stale_after,
                                fps_limit=scoring_rate(cfg, model),
                                beat=self.heartbeats.beater(f"capture-{name}"),
                                prepare=lambda: FramePreparer.for_model(model.metadata))
 
         capture = make_capture()
-        self._captures[name] = (capture, stop, model, make_capture)
+        self._captures[name] = CameraRuntime(capture, stop, model, make_capture)
         capture.start()
 
     def _start_main_stream(self, name: str, cfg: CameraConfig) -> MainStream | None:
@@ -242,20 +241,21 @@ class Daemon:
         for name, main in list(self._main.items()):
             if main.supervise():
                 self.metrics.thread_failed(f"capture-{name}/main")
-        for name, (capture, stop, model, make) in list(self._captures.items()):
-            if not capture.is_alive() and not capture.finished and not stop.is_set():
+        for name, camera in list(self._captures.items()):
+            capture = camera.capture
+            if not capture.is_alive() and not capture.finished and not camera.stop.is_set():
                 log.error("camera %s: capture thread died; restarting it", name)
                 self.metrics.thread_failed(f"capture-{name}")
-                capture = make()
-                self._captures[name] = (capture, stop, model, make)
+                capture = camera.make()
+                self._captures[name] = camera._replace(capture=capture)
                 capture.start()
 
     def _stop_camera(self, name: str, join: bool = True) -> None:
         """No lock is held here: the worker and the other cameras go on while this one stops."""
-        capture, stop, _, _ = self._captures.pop(name)
-        stop.set()
+        camera = self._captures.pop(name)
+        camera.stop.set()
         if join:
-            capture.join(timeout=3.0)
+            camera.capture.join(timeout=3.0)
         if (main := self._main.pop(name, None)) is not None:
             main.stop(join)
             self.heartbeats.forget(f"capture-{name}/main")
@@ -280,21 +280,3 @@ class Daemon:
         self.metrics.mqtt_state(connected)
         if connected:
             self.publisher.wake()
-
-
-def _checksum(model: LoadedModel) -> str:
-    return str(model.metadata["files"]["model.pt"]["sha256"])
-
-
-class _Observer:
-    """What a capture loop reports, as metrics (losses themselves travel in the frame queue)."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.frame_read = metrics.frame_read
-        self.frame_dropped = metrics.frame_dropped
-        self.frames_skipped = metrics.frames_skipped
-        self.stream_state = metrics.stream_state
-        self.reconnecting = metrics.reconnecting
-
-    def resolution_changed(self, camera: str, width: int, height: int) -> None:
-        pass  # the worker sees the new size on the next frame and rebuilds the scorer

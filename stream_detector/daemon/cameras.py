@@ -1,0 +1,38 @@
+"""A running camera as the daemon keeps it (its capture thread, what stops it, its model, how to
+make the thread again), and what its capture loop reports, as metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import NamedTuple
+
+from stream_detector.capture import CaptureLoop
+from stream_detector.daemon.metrics import Metrics
+from stream_detector.model import LoadedModel
+
+
+class CameraRuntime(NamedTuple):
+    capture: CaptureLoop  # the camera's capture thread
+    stop: threading.Event  # set: its capture thread ends
+    model: LoadedModel  # the model it was started with: a reload restarts it when the file changed
+    make: Callable[[], CaptureLoop]  # a new capture thread, when this one died of a bug
+
+
+def checksum(model: LoadedModel) -> str:
+    return str(model.metadata["files"]["model.pt"]["sha256"])
+
+
+class CaptureMetrics:
+    """What a capture loop reports, as metrics (losses themselves travel in the frame queue)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.frame_read = metrics.frame_read
+        self.frame_dropped = metrics.frame_dropped
+        self.frames_skipped = metrics.frames_skipped
+        self.stream_state = metrics.stream_state
+        self.reconnecting = metrics.reconnecting
+
+    def resolution_changed(self, camera: str, width: int, height: int) -> None:
+        pass  # the worker sees the new size on the next frame and rebuilds the scorer
