@@ -22,11 +22,21 @@ import torch
 
 from stream_detector.capture import iter_frames
 from stream_detector.config import DetectorConfig
-from stream_detector.evaluation import literature_scores, load_labelled, roc_auc
-from stream_detector.model import CUES, SpacetimeSlicer, threshold_for
 from stream_detector.detect import MotionField, Preprocessor, ema, frame_scores, with_motion
-from stream_detector.train import (Clip, assemble_detector, clip_cues, combine, cue_baseline, fit_tail,
-                                  load_footage, train_network)
+from stream_detector.model import CUES, SpacetimeSlicer, threshold_for
+from stream_detector.offline import (
+    Clip,
+    assemble_detector,
+    clip_cues,
+    combine,
+    cue_baseline,
+    fit_tail,
+    literature_scores,
+    load_footage,
+    load_labelled,
+    roc_auc,
+    train_network,
+)
 
 SETTINGS = [  # (label, cue weights: appearance error, motion error, speed)
     ("appearance error alone", (1.0, 0.0, 0.0)),

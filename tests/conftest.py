@@ -12,7 +12,7 @@ from stream_detector.config import DetectorConfig
 from stream_detector.model.export import export
 from stream_detector.model.network import SpacetimeDetector
 from stream_detector.model import SpacetimeSlicer
-from stream_detector.train import assemble_detector, build_network
+from stream_detector.offline import assemble_detector, build_network
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")

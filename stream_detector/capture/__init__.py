@@ -17,6 +17,7 @@ from stream_detector.capture.demo import DEMO_SOURCE, DEMO_VIDEO, DemoSource, In
 from stream_detector.capture.factory import (
     capture_backend,
     main_stream_config,
+    probe,
     scored_config,
     source_for,
 )
@@ -83,6 +84,7 @@ __all__ = [
     "iter_frames",
     "main_stream_config",
     "open_capture",
+    "probe",
     "redact",
     "scored_config",
     "source_for",

@@ -1,16 +1,21 @@
 """A camera's sources from its config: which reads it (the demo, an ffmpeg process or OpenCV),
-resized when it says so; the stream its model scores, and the main stream its snapshots show.
+resized when it says so; the stream its model scores, and the main stream its snapshots show; one
+frame read from a camera to prove it works (`check-config --probe`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+
+import numpy as np
 
 from stream_detector.capture.demo import DEMO_SOURCE, DEMO_VIDEO, DemoSource, Injection
 from stream_detector.capture.ffmpeg import FFmpegSource, ffmpeg_missing
 from stream_detector.capture.opencv import OpenCVSource
-from stream_detector.capture.source import FrameSource, ResizedSource, source_kind
+from stream_detector.capture.source import FrameSource, ResizedSource, redact, source_kind
 from stream_detector.config import CameraConfig
+from stream_detector.errors import SourceError
 
 
 def capture_backend(camera: CameraConfig) -> str:
@@ -48,3 +53,34 @@ def main_stream_config(cfg: CameraConfig) -> CameraConfig | None:
     if not cfg.detect_source:
         return None
     return dataclasses.replace(cfg, detect_source="", width=0, height=0)
+
+
+def probe(cam: CameraConfig, name: str, timeout: float) -> tuple[int, int]:
+    """Open a camera's source once and read one frame within `timeout` seconds: (width, height).
+
+    The read runs on its own thread so a hung camera costs `timeout`, not forever; the thread is not
+    a daemon (see loop._Reader), so exit waits for the source's own timeouts to free it.
+    """
+    result: list[np.ndarray | SourceError | None] = []
+
+    def attempt() -> None:
+        source = source_for(cam)
+        try:
+            source.open()
+            result.append(source.read())
+        except SourceError as exc:
+            result.append(exc)
+        finally:
+            source.close()
+
+    thread = threading.Thread(target=attempt, name=f"probe-{name}")
+    thread.start()
+    thread.join(timeout)
+    what = redact(cam.source)
+    if not result:
+        raise SourceError(f"{what}: no frame within {timeout:g}s")
+    if isinstance(result[0], SourceError):
+        raise result[0]
+    if result[0] is None:
+        raise SourceError(f"{what}: opened, but no frame could be read or decoded")
+    return int(result[0].shape[1]), int(result[0].shape[0])

@@ -23,7 +23,7 @@ from stream_detector.capture.source import FrameSource
 from stream_detector.errors import SourceError
 from stream_detector.messages import Frame, StreamState
 
-log = logging.getLogger("stream_detector.capture")  # the stage's own: its threads' state changes
+log = logging.getLogger("stream_detector.capture")  # the stage's: a camera's state changes
 
 
 class Backoff:

@@ -28,7 +28,13 @@ from stream_detector.daemon.metrics_server import HealthServer
 
 if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
-    from stream_detector.daemon.checks import check_cameras, load_camera_model, model_key
+    from stream_detector.daemon.checks import (
+        check_cameras,
+        load_camera_model,
+        model_key,
+        probe_cameras,
+        probe_failed,
+    )
     from stream_detector.daemon.lifecycle import run
 
 __all__ = [
@@ -42,11 +48,14 @@ __all__ = [
     "load_config",
     "model_key",
     "notify_systemd",
+    "probe_cameras",
+    "probe_failed",
     "run",
 ]
 
 _WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",
-               "model_key": "checks", "run": "lifecycle"}
+               "model_key": "checks", "probe_cameras": "checks", "probe_failed": "checks",
+               "run": "lifecycle"}
 
 
 def __getattr__(name: str) -> Any:

@@ -9,13 +9,11 @@ health server. Each beats a heartbeat; /healthz and systemd's watchdog see the c
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
 from typing import TextIO
 
-import torch
 from prometheus_client import CollectorRegistry
 
 from stream_detector.capture import (
@@ -29,7 +27,7 @@ from stream_detector.capture import (
     source_for,
 )
 from stream_detector.config import CameraConfig, DaemonConfig
-from stream_detector.daemon.cameras import CaptureMetrics, CameraRuntime, checksum
+from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, checksum
 from stream_detector.daemon.checks import check_cameras, model_key
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
@@ -44,7 +42,7 @@ from stream_detector.detect import (
     scoring_rate,
 )
 from stream_detector.errors import ConfigError
-from stream_detector.model import LoadedModel, keep_tensors_in_the_heap, torch_threads
+from stream_detector.model import LoadedModel, configure_torch
 from stream_detector.outputs import (
     EventStore,
     MqttSink,
@@ -112,9 +110,7 @@ class Daemon:
     def start(self) -> None:
         """Close what a crash left open, then start the threads; cameras last."""
         last_seq = self._recover()
-        keep_tensors_in_the_heap()
-        threads = torch_threads(self.cfg.inference, os.cpu_count() or 1)
-        torch.set_num_threads(threads)  # the daemon owns its process: one setting for all cameras
+        threads = configure_torch(self.cfg.inference)  # the daemon owns its process: one setting
         log.info("inference: %d torch thread(s), %s", threads,
                  ", ".join(sorted({f"{m.device.type} {m.precision}" for m in self._models.values()})))
         try:  # before the broker: a port taken since the config was checked stops us unconnected

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_detector.model import CALL_FRAMES, STREAM_FRAMES
 from stream_detector.errors import SourceError
 from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
+from stream_detector.model import CALL_FRAMES, STREAM_FRAMES
 
-log = logging.getLogger("stream_detector.inference")
+log = logging.getLogger(__name__)
 
 Item = Frame | StreamState
 

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from stream_detector.model import CUES, FeatureBank, SpacetimeSlicer
 from stream_detector.detect.motion import MotionField, with_motion
+from stream_detector.model import CUES, FeatureBank, SpacetimeSlicer
 
 
 @dataclass(frozen=True)

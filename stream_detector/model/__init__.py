@@ -22,12 +22,11 @@ from stream_detector.model.network import (
 )
 from stream_detector.model.runtime import (
     LoadedModel,
-    keep_tensors_in_the_heap,
+    configure_torch,
     load,
     pick_device,
     read_metadata,
     threshold_for,
-    torch_threads,
 )
 from stream_detector.model.slicer import SpacetimeSlicer
 
@@ -44,15 +43,14 @@ __all__ = [
     "SpacetimeDetector",
     "SpacetimeNet",
     "SpacetimeSlicer",
+    "configure_torch",
     "context_offsets",
     "export",
     "gather_window",
-    "keep_tensors_in_the_heap",
     "load",
     "pick_device",
     "read_metadata",
     "sign",
     "threshold_for",
-    "torch_threads",
     "validate_metadata",
 ]

@@ -10,6 +10,7 @@ import ctypes
 import ctypes.util
 import json
 import math
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,13 @@ import torch
 from stream_detector.config import InferenceConfig
 from stream_detector.errors import ModelError, SourceError
 from stream_detector.model.bank import FeatureBank
-from stream_detector.model.export import FORMAT, FORMAT_VERSION, METADATA_FILE, MODEL_FILE, probe_input
+from stream_detector.model.export import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA_FILE,
+    MODEL_FILE,
+    probe_input,
+)
 from stream_detector.model.manifest import check_module, validate_metadata, verify
 from stream_detector.model.slicer import SpacetimeSlicer
 
@@ -100,6 +107,15 @@ def keep_tensors_in_the_heap() -> bool:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3
     return bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(mallopt(m_trim_threshold, 128 << 20))
+
+
+def configure_torch(cfg: InferenceConfig) -> int:
+    """The daemon's process-wide torch settings, made once (by `bench` too, so its figures are the
+    daemon's): model-call tensors in glibc's heap, `torch_threads` threads. Returns that count."""
+    keep_tensors_in_the_heap()
+    threads = torch_threads(cfg, os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    return threads
 
 
 def read_metadata(model_dir: Path) -> dict[str, Any]:

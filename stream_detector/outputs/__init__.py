@@ -14,7 +14,13 @@ from stream_detector.outputs.mqtt import MqttSink
 from stream_detector.outputs.publisher import Publisher, Sink, Sinks
 from stream_detector.outputs.snapshots import renderer_for, scale_box
 from stream_detector.outputs.stdout import StdoutSink
-from stream_detector.outputs.store import FILE_NAME, EventStore, StoredEvent, event_payload
+from stream_detector.outputs.store import (
+    FILE_NAME,
+    EventStore,
+    StoredEvent,
+    event_payload,
+    stored_events,
+)
 from stream_detector.outputs.writer import Renderer, Retention, Writer
 
 __all__ = [
@@ -32,4 +38,5 @@ __all__ = [
     "event_payload",
     "renderer_for",
     "scale_box",
+    "stored_events",
 ]

@@ -21,7 +21,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from stream_detector.config import MqttConfig
 from stream_detector.errors import ConfigError
 
-log = logging.getLogger("stream_detector.sinks.mqtt")  # its name before outputs/: tests filter on it
+log = logging.getLogger("stream_detector.sinks.mqtt")  # its name before outputs/: tests use it
 
 ONLINE, OFFLINE = "online", "offline"
 

@@ -1,4 +1,5 @@
-"""The on-disk event store: every event is committed to SQLite before anyone publishes it.
+"""The on-disk event store: every event is committed to SQLite before anyone publishes it; and the
+`events` listing read from it.
 
 It owns the sequence numbers that fix publishing order, and it rides out disk faults by keeping
 unwritten events (and publish marks) in memory, in order, until the database accepts them again.
@@ -15,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from stream_detector.config import StorageConfig
-from stream_detector.errors import UserError
+from stream_detector.errors import ConfigError, UserError
 from stream_detector.messages import Event
 
-log = logging.getLogger("stream_detector.store")
+log = logging.getLogger("stream_detector.store")  # its name before outputs/: tests use it
 
 FILE_NAME = "events.sqlite"
 _PAYLOAD_TYPES = {"start": "new", "update": "update", "end": "end"}
@@ -282,6 +283,24 @@ class EventStore:
         else:
             log.warning("event store write failed (%s); holding events in memory until it "
                         "recovers", exc)
+
+
+def stored_events(storage: StorageConfig, where: str, camera: str | None, since: float | None,
+                  limit: int) -> list[StoredEvent]:
+    """What `events` lists: the newest `limit` stored events matching the filters, oldest first;
+    errors name the config (`where`) and storage.path. Never creates a store by reading one."""
+    path = Path(storage.path) / FILE_NAME
+    if not path.is_file():  # never create an empty store by asking what is in it
+        raise ConfigError(f"{where}: storage.path: no event store at {path} "
+                          f"(has the daemon run with this config?)")
+    try:
+        store = EventStore.from_config(storage)
+    except UserError as exc:  # not SQLite, or unreadable: say which key led there
+        raise ConfigError(f"{where}: storage.path: {exc}") from None
+    try:
+        return store.query(camera, since, limit)
+    finally:
+        store.close()
 
 
 def _published(e: StoredEvent) -> StoredEvent:

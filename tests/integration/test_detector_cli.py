@@ -138,7 +138,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, fitted:
 def test_ped2_labels_match_decoded_frames(ped2: Path) -> None:
     """The real benchmark set passes the same consistency check `eval` applies."""
     from stream_detector.capture import iter_frames
-    from stream_detector.evaluation import check_length, load_labelled
+    from stream_detector.offline import check_length, load_labelled
 
     clips = load_labelled(ped2)
     assert len(clips) == 12

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from stream_detector.errors import DataError
-from stream_detector.evaluation import (
+from stream_detector.offline.evaluation import (
     false_alarms, literature_scores, load_labelled, roc_auc, roc_curve,
 )
 
@@ -68,7 +68,7 @@ def test_extra_labels_and_bad_values_are_rejected(tmp_path: Path) -> None:
 
 
 def test_operator_metrics_against_a_hand_computed_case() -> None:
-    from stream_detector.evaluation import Alarm, episodes_of, operator_metrics
+    from stream_detector.offline.evaluation import Alarm, episodes_of, operator_metrics
 
     # clip a: episodes at frames 10-19 and 40-44; clip b: all normal (100 frames), 10 fps.
     a = np.zeros(60, np.int8)
@@ -97,7 +97,7 @@ def test_operator_metrics_against_a_hand_computed_case() -> None:
 
 
 def test_an_alarm_already_on_when_an_episode_starts_has_no_delay() -> None:
-    from stream_detector.evaluation import Alarm, operator_metrics
+    from stream_detector.offline.evaluation import Alarm, operator_metrics
 
     y = np.r_[np.zeros(20), np.ones(10)].astype(np.int8)
     r = operator_metrics(["c"], [y], [Alarm("c", start=15, raised=18, end=29)], fps=10.0)

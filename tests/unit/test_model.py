@@ -25,7 +25,7 @@ from stream_detector.detect import (
     score_frames,
     score_together,
 )
-from stream_detector.train import cell_baseline, fit_tail, onset_rate
+from stream_detector.offline.fit import cell_baseline, fit_tail, onset_rate
 
 
 def frames(n: int, seed: int = 0) -> np.ndarray:
@@ -247,7 +247,7 @@ def test_random_segment_offsets_never_exceed_the_planned_steps() -> None:
     """The LR schedule is sized from offset-0 segment counts; a random offset must not add steps."""
     import random
 
-    from stream_detector.train import Clip, _segments
+    from stream_detector.offline.fit import Clip, _segments
 
     clips = [Clip("c", np.zeros((n, 1, 8, 8), np.float32), (8, 8)) for n in (120, 150, 17, 33, 90)]
     for length, stride in ((15, 8), (19, 8), (11, 4)):
@@ -268,7 +268,7 @@ def test_ignore_polygons_map_to_the_cells_whose_centres_they_cover(tiny_model_di
 
 
 def test_calibration_blocks_are_held_back_and_spread_over_the_footage() -> None:
-    from stream_detector.train import plan_blocks
+    from stream_detector.offline.fit import plan_blocks
 
     plan = plan_blocks([180] * 16, cap=6000, holdout=0.25)  # sixteen short clips, as in UCSD Ped2
     held = [i for i, p in enumerate(plan) if p[3]]

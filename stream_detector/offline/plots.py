@@ -1,6 +1,5 @@
-"""Pictures for people: ROC curve, per-clip score timelines, and snapshots with the anomaly heatmap.
-
-Drawn with OpenCV so the daemon needs no plotting library.
+"""The `eval` report's pictures: the ROC curve and per-clip score timelines with labels, threshold
+and alarms. Drawn with OpenCV, so nothing needs a plotting library.
 """
 
 from __future__ import annotations
@@ -10,8 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
-WHITE, BLACK, GREY = (255, 255, 255), (0, 0, 0), (170, 170, 170)
+BLACK, GREY = (0, 0, 0), (170, 170, 170)
 BLUE, RED, SHADE = (200, 90, 20), (40, 40, 220), (200, 200, 255)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 

@@ -1,4 +1,4 @@
-"""Speed figures measured in one run, so they can be compared as ratios on a shared, noisy machine.
+"""`bench`: speed figures measured in one run, so they compare as ratios on a shared, noisy machine.
 
 Decode only, decode + preprocess (+ motion), the model alone with its motion input (a batch of
 windows, features cached per frame as in the live path), the full scoring path of every frame in one
@@ -14,14 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-import cv2
-
-from stream_detector.capture import DECODE_THREADS, RateLimit, iter_frames, open_capture
-from stream_detector.model import LoadedModel
-from stream_detector.detect import FramePreparer, MotionField, Preprocessor, WindowScorer, to_gray_u8
+from stream_detector.capture import (
+    DECODE_THREADS,
+    DEMO_VIDEO,
+    RateLimit,
+    iter_frames,
+    open_capture,
+)
+from stream_detector.config import InferenceConfig
+from stream_detector.detect import (
+    FramePreparer,
+    MotionField,
+    Preprocessor,
+    WindowScorer,
+    to_gray_u8,
+)
+from stream_detector.model import LoadedModel, configure_torch, load
 
 
 @dataclass(frozen=True)
@@ -41,7 +53,17 @@ def _timed(name: str, frames: int, fn: Callable[[], object]) -> BenchResult:
     return BenchResult(name, frames, time.perf_counter() - start)
 
 
-def run(model: LoadedModel, video: Path, limit: int, batch: int, repeats: int = 3) -> list[BenchResult]:
+def bench(model_dir: Path, video: Path | None, limit: int, batch: int, threads: int,
+          device: str) -> tuple[LoadedModel, list[BenchResult]]:
+    """The `bench` command: the daemon's torch choices unless told otherwise (`threads` > 0), so
+    the figures are the daemon's; then every stage on `video` (default: the demo video)."""
+    configure_torch(InferenceConfig(torch_threads=threads))
+    model = load(model_dir, device)
+    return model, measure_stages(model, video or DEMO_VIDEO, limit, batch)
+
+
+def measure_stages(model: LoadedModel, video: Path, limit: int, batch: int,
+                   repeats: int = 3) -> list[BenchResult]:
     """Best of `repeats` for each stage (the minimum is the least disturbed by other load)."""
     prep = Preprocessor.for_model(model.metadata)
     raw = list(iter_frames(video, limit=limit))

@@ -27,11 +27,27 @@ from torch import Tensor
 from stream_detector import __version__
 from stream_detector.capture import expand_sources, iter_frames, video_info
 from stream_detector.config import DetectorConfig
+from stream_detector.detect import (
+    MotionField,
+    Preprocessor,
+    WindowScorer,
+    ema,
+    frame_scores,
+    with_motion,
+)
 from stream_detector.errors import SourceError
-from stream_detector.model import (CUES, LEARNED, SpacetimeDetector, SpacetimeNet, SpacetimeSlicer,
-                                   context_offsets, export, gather_window, threshold_for)
-from stream_detector.detect import MotionField, Preprocessor, WindowScorer, ema, frame_scores, with_motion
-from stream_detector.progress import Progress
+from stream_detector.model import (
+    CUES,
+    LEARNED,
+    SpacetimeDetector,
+    SpacetimeNet,
+    SpacetimeSlicer,
+    context_offsets,
+    export,
+    gather_window,
+    threshold_for,
+)
+from stream_detector.offline.progress import Progress
 
 WINDOWS_PER_SEGMENT = 8  # windows cut from one run of consecutive frames: encode once, use T-1 times
 BLOCK_FRAMES = 200  # footage is cut into blocks of this many frames for the calibration split
