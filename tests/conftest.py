@@ -1,18 +1,23 @@
-"""Shared fixtures: real sample video, the shared benchmark data, tiny models."""
+"""Shared fixtures and helpers: real sample video and clips cut from it, the shared benchmark data,
+tiny models, a config file, stored events, a fresh metrics registry."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from prometheus_client import CollectorRegistry
 
 from stream_detector.config import DetectorConfig
-from stream_detector.model.export import export
-from stream_detector.model.network import SpacetimeDetector
-from stream_detector.model import SpacetimeSlicer
+from stream_detector.messages import Box, Event, Frame, FrameScore
+from stream_detector.model import SpacetimeDetector, SpacetimeSlicer, export
 from stream_detector.offline import assemble_detector, build_network
+from stream_detector.outputs import EventStore, event_payload
 
 ROOT = Path(__file__).resolve().parent.parent
 VTEST = Path("/usr/share/doc/opencv-doc/examples/data/vtest.avi")
@@ -83,6 +88,75 @@ def export_tiny(det: SpacetimeDetector, cfg: DetectorConfig, slicer: SpacetimeSl
     loader refuses a module and a metadata.json that disagree)."""
     det.calibration.copy_(torch.tensor([TINY_CALIBRATION[k] for k in ("a", "beta", "floor", "fps")]))
     return export(det, tiny_metadata(cfg, slicer), out)
+
+
+# --- clips, a config file, stored events, a registry: shared by several test modules ---------
+
+
+def cut(vtest: Path, out: Path, seconds: float, width: int, height: int) -> Path:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(vtest), "-t", str(seconds), "-vf",
+                    f"scale={width}:{height}", "-c:v", "libx264", "-preset", "ultrafast",
+                    "-threads", "1", "-pix_fmt", "yuv420p", str(out)], check=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def small(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """6 s of vtest at 384x288: the substream."""
+    return cut(vtest, tmp_path_factory.mktemp("clips") / "small.mp4", 6, 384, 288)
+
+
+@pytest.fixture(scope="module")
+def second(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """1 s of vtest at 384x288: a file that loops quickly."""
+    return cut(vtest, tmp_path_factory.mktemp("clips") / "second.mp4", 1, 384, 288)
+
+
+def write_cfg(tmp: Path, extra: str = "", port: int = 0) -> Path:
+    path = tmp / "c.toml"
+    path.write_text(f'[cameras.door]\nsource = "demo"\n[storage]\npath = "{tmp}/store"\n'
+                    f"[metrics]\nport = {port}\n{extra}")
+    return path
+
+
+def make_event(n: int, camera: str = "door", kind: str = "start", wall: float = 1000.0) -> Event:
+    end = wall + 1 if kind == "end" else None
+    return Event(f"ev{n}", camera, kind, wall, 10.0 + n, end, None if end is None else 11.0 + n,
+                 2.5, 7, Box(1, 2, 30, 40), 2.0)
+
+
+def append(store: EventStore, n: int, **kw: Any) -> int:
+    ev = make_event(n, **kw)
+    return store.append(ev, event_payload(ev, None))
+
+
+@pytest.fixture()
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+class ScriptedScorer:
+    """Scores a frame by the value written into it (a fake at the scorer protocol seam)."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.resets = 0
+        self.scored = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def score(self, frames: list[Frame]) -> list[FrameScore]:
+        if self.fail:
+            raise RuntimeError("injected scoring fault")
+        self.scored += len(frames)
+        return [FrameScore(f.camera, f.index, f.stream_time, f.wall_time, f.mono_time,
+                           f.image[0, 0, 0] / 10, f.image[0, 0, 0] / 10, False, np.zeros((2, 2)), None)
+                for f in frames]
+
+
+def frames(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(-1, 1, (n, 48, 64)).astype(np.float32)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

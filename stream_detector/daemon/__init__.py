@@ -1,7 +1,6 @@
-"""The daemon: wires the stages into threads and runs them. It starts them (cameras last),
-supervises them (a dead capture thread is restarted; systemd's watchdog and /healthz see the
-critical threads' heartbeats), applies reloads camera by camera, and stops them, flushing every
-event.
+"""The daemon: wires the stages into threads, starts them (cameras last), supervises them (a dead
+capture thread is restarted; systemd's watchdog and /healthz see the critical threads' heartbeats),
+applies reloads camera by camera, and stops them, flushing every event.
 
   lifecycle.py       run: the daemon as a process (signals, systemd, supervision, reloads)
   app.py             Daemon: start, supervise, reload, stop

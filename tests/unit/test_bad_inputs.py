@@ -23,8 +23,8 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-
 from conftest import VTEST, build_detector, export_tiny, tiny_config
+
 from stream_detector import cli
 from stream_detector.model.manifest import sign
 

@@ -10,10 +10,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from conftest import build_detector, tiny_config, tiny_metadata
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import build_detector, tiny_config, tiny_metadata
 from stream_detector.config import (
     CameraConfig,
     DaemonConfig,
@@ -24,10 +24,10 @@ from stream_detector.config import (
     load_daemon_config,
     parse_daemon_config,
 )
+from stream_detector.daemon import check_environment
 from stream_detector.errors import ConfigError, ModelError
 from stream_detector.model.manifest import REQUIRED, validate_metadata
 from stream_detector.model.runtime import read_metadata
-from stream_detector.daemon import check_environment
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -22,14 +22,12 @@ import pytest
 from stream_detector.capture import (
     FFmpegSource,
     OpenCVSource,
-    ResizedSource,
     capture_backend,
     ffmpeg_missing,
-    source_for,
 )
 from stream_detector.config import CameraConfig
-from stream_detector.errors import ConfigError, SourceError
 from stream_detector.daemon.environment import check_capture
+from stream_detector.errors import ConfigError, SourceError
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -228,22 +226,6 @@ def test_close_reaps_the_child_mid_stream(vtest: Path) -> None:
     src.open()  # and the source can be opened again, from the start
     assert src.read() is not None and src.stream_time == 0.0
     src.close()
-
-
-def test_capture_choice_and_from_config(vtest: Path) -> None:
-    auto = {u: capture_backend(CameraConfig(source=u)) for u in ("rtsp://cam/1", str(vtest), "0")}
-    assert auto == {"rtsp://cam/1": "ffmpeg", str(vtest): "opencv", "0": "opencv"}
-    assert capture_backend(CameraConfig(source="rtsp://cam/1", capture="opencv")) == "opencv"
-    assert capture_backend(CameraConfig(source=str(vtest), capture="ffmpeg")) == "ffmpeg"
-    cam = CameraConfig(source="rtsp://cam/1", capture="ffmpeg", hwaccel="cuda", stale_after=4.0,
-                       width=384, height=288)
-    src = source_for(cam)
-    assert isinstance(src, ResizedSource) and isinstance(src.inner, FFmpegSource)
-    assert (src.inner.hwaccel, src.inner.kind) == ("cuda", "stream")
-    assert src.inner.read_timeout > cam.stale_after
-    assert isinstance(source_for(CameraConfig(source=str(vtest))), OpenCVSource)
-    assert isinstance(source_for(CameraConfig(source="demo", capture="ffmpeg")).inner,  # type: ignore[attr-defined]
-                      OpenCVSource)  # the demo stream stays as it is
 
 
 @pytest.mark.parametrize(("kw", "message"), [

@@ -1,8 +1,9 @@
-import threading
+"""The feature bank: a ring per stream in shared tensors that grow without moving them."""
+
+from __future__ import annotations
 
 import torch
 
-from stream_detector.capture import DropPolicy, FrameQueue
 from stream_detector.model import FeatureBank
 
 
@@ -20,23 +21,3 @@ def test_feature_bank_gives_each_stream_its_ring_and_grows_without_moving_them()
     assert bank.features is not None and bank.features[10].item() == 70.0
     bank.leave(b)
     assert bank.join() == b  # a left block is reused
-
-
-def test_queue_drop_oldest_keeps_freshest_and_counts() -> None:
-    q: FrameQueue[int] = FrameQueue(2, DropPolicy.DROP_OLDEST)
-    assert q.put(1) and q.put(2)
-    assert not q.put(3)
-    assert q.dropped == 1 and q.get_all() == [2, 3]
-
-
-def test_queue_drop_newest_refuses_new_item() -> None:
-    q: FrameQueue[int] = FrameQueue(2, DropPolicy.DROP_NEWEST)
-    q.put(1), q.put(2), q.put(3)
-    assert q.dropped == 1 and q.get_all() == [1, 2]
-
-
-def test_queue_get_waits_for_producer_and_times_out() -> None:
-    q: FrameQueue[int] = FrameQueue(4)
-    assert q.get(timeout=0.01) is None
-    threading.Timer(0.05, q.put, args=(7,)).start()
-    assert q.get(timeout=2.0) == 7

@@ -1,12 +1,20 @@
+"""Preprocessing: shapes and range, colour models, and frames prepared in the capture thread."""
+
+from __future__ import annotations
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import build_detector, export_tiny, tiny_config
+
 from stream_detector.capture import iter_frames
-from stream_detector.config import CameraConfig
+from stream_detector.detect import (
+    FramePreparer,
+    Preprocessor,
+    WindowScorer,
+    score_frames,
+)
 from stream_detector.model import runtime
-from stream_detector.detect import FramePreparer, Preprocessor, WindowScorer, score_frames, scoring_rate
 
 
 def test_gray_and_colour_shapes_and_range() -> None:
@@ -48,14 +56,3 @@ def test_frames_prepared_in_capture_score_as_frames_prepared_by_the_scorer(vtest
     a = WindowScorer(det, slicer, 0.5, torch.device("cpu"), frames_carry_motion=True).push(prepared)
     b = WindowScorer(det, slicer, 0.5, torch.device("cpu")).push(plain)
     np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-6)
-
-
-def test_a_camera_is_scored_at_its_models_rate_unless_it_says_otherwise(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    cfg = tiny_config()
-    det, slicer = build_detector(cfg)
-    model = runtime.load(export_tiny(det, cfg, slicer, tmp_path / "m"), "cpu")
-    fitted = float(model.metadata["fps"])
-    assert fitted > 0
-    assert scoring_rate(CameraConfig(source="cam.mp4"), model) == fitted
-    assert scoring_rate(CameraConfig(source="cam.mp4", fps_limit=0.0), model) == 0.0  # every frame
-    assert scoring_rate(CameraConfig(source="cam.mp4", fps_limit=4.0), model) == 4.0

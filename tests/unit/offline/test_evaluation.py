@@ -6,7 +6,11 @@ import pytest
 
 from stream_detector.errors import DataError
 from stream_detector.offline.evaluation import (
-    false_alarms, literature_scores, load_labelled, roc_auc, roc_curve,
+    false_alarms,
+    literature_scores,
+    load_labelled,
+    roc_auc,
+    roc_curve,
 )
 
 

@@ -1,3 +1,7 @@
+"""Scores to events: start, update and end with hysteresis, the peak, the box, the policy."""
+
+from __future__ import annotations
+
 import itertools
 
 import numpy as np
@@ -72,3 +76,15 @@ def test_policy_low_threshold_stays_below_the_threshold_whatever_its_sign() -> N
     negative = policy_for(-0.5, cam)  # a threshold in z-score units may sit below 0
     assert negative.low_threshold == pytest.approx(-0.6) and negative.min_duration == 0.5
     EventTracker("x", negative)  # a tracker accepts it (low <= threshold)
+
+
+def test_an_update_is_stamped_with_its_own_time() -> None:
+    tracker = EventTracker("door", EventPolicy(1.0, 0.8, min_duration=0.0, cooldown=1.0,
+                                               update_interval=2.0))
+    def score(i: int, value: float) -> FrameScore:
+        return FrameScore("door", i, i * 1.0, 1000.0 + i, float(i), value, value, False, np.zeros((1, 1)))
+
+    events = [e for i in range(6) for e in tracker.observe(score(i, 5.0))]
+    assert [e.type for e in events] == ["start", "update", "update"]
+    assert [e.start_wall for e in events] == [1000.0] * 3
+    assert [e.update_wall for e in events] == [None, 1002.0, 1004.0]
