@@ -3,7 +3,7 @@ subscriber that records what it receives.
 
 Test modules wrap `running_broker` in a three-line fixture. This is not a fixture in
 tests/integration/conftest.py because that file would shadow tests/conftest.py as the module
-`conftest`, from which tests/unit/test_model.py imports helpers.
+`conftest`, from which unit tests import helpers.
 """
 
 from __future__ import annotations

@@ -58,7 +58,7 @@ def no_child_left() -> Iterator[None]:
 
 @pytest.fixture()
 def short_clip(tmp_path: Path) -> Path:
-    """Ten 64x48 frames at 20 fps, Motion-JPEG in AVI (as tests/unit/test_capture.py)."""
+    """Ten 64x48 frames at 20 fps, Motion-JPEG in AVI (as tests/unit/capture/test_opencv.py)."""
     path = tmp_path / "short.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 20.0, (64, 48))
     for i in range(10):
