@@ -20,7 +20,7 @@ class Frame:
     wall_time: float  # time.time() when captured; for payloads only
     mono_time: float  # time.monotonic() when captured; for latency and hysteresis
     image: np.ndarray = field(repr=False)  # HxWx3 uint8 BGR
-    # The model's input for this frame (float32 (C [+ 2 flow], H, W), see preprocess.FramePreparer)
+    # The model's input for this frame (float32 (C [+ 2 flow], H, W), see detect.FramePreparer)
     # when the capture thread prepared it; None: the scorer prepares it.
     prepared: np.ndarray | None = field(default=None, repr=False)
 

@@ -1,7 +1,7 @@
 """The spacetime network and the scoring module exported with it.
 
 Each frame enters as appearance (gray or BGR) plus, when the model uses motion, its dense flow
-from the frame before (two channels, see motion.py). Two branches over a window: a *spatial* branch
+from the frame before (two channels, see detect/motion.py). Two branches over a window: a *spatial* branch
 (2D convolution over each frame's space slices) that runs once per frame and is cached, and a
 *temporal* branch (1D convolution along each location's time slice of the cached features, which
 carry the flow). Their features are fused and decoded into the window's target: the next frame and
@@ -137,7 +137,7 @@ class SpacetimeDetector(nn.Module):
         self.register_buffer("center", torch.zeros(k, rows, cols))  # z = (cue - center) / scale
         self.register_buffer("scale", torch.ones(k, rows, cols))
         self.register_buffer("weights", torch.tensor([1.0] + [0.0] * (k - 1)))  # cell score = sum w z
-        self.register_buffer("calibration", torch.zeros(4))  # see train.fit_tail: a, beta, floor, fps
+        self.register_buffer("calibration", torch.zeros(4))  # see offline.fit.fit_tail: a, beta, floor, fps
 
     @torch.jit.export
     def encode(self, frames: Tensor) -> Tensor:
