@@ -1,8 +1,9 @@
-"""Command line: fit, score, eval, bench, run, check-config, events, sign. It parses, hands the work
-to the stage that owns it, and prints.
+"""Command line: fit, score, eval, bench, run, check-config, events, sign.
 
 Exit codes: 0 ok, 2 bad input (one line on stderr, arguments included), 130 interrupted.
 """
+# This docstring is `--help`'s text. The module parses, hands the work to the stage that owns it
+# and prints; it holds no domain logic.
 
 from __future__ import annotations
 
