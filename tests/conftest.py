@@ -14,6 +14,7 @@ import torch
 from prometheus_client import CollectorRegistry
 
 from stream_detector.config import DetectorConfig
+from stream_detector.detect import ScenePrior
 from stream_detector.messages import Box, Event, Frame, FrameScore
 from stream_detector.model import SpacetimeDetector, SpacetimeSlicer, export
 from stream_detector.offline import assemble_detector, build_network
@@ -61,8 +62,13 @@ def tiny_config(**kw: object) -> DetectorConfig:
 def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSlicer]:
     torch.manual_seed(0)
     slicer = SpacetimeSlicer(cfg.width, cfg.height, cfg.window, cfg.cell, cfg.cell_stride)
-    det = assemble_detector(build_network(cfg), slicer, cfg)
+    prior = None
+    if cfg.scene:  # a flat gray scene, so the scene channels are exercised too
+        prior = ScenePrior(np.full((cfg.height, cfg.width), 128, np.float32),
+                           np.full((cfg.height, cfg.width), 3, np.float32), 10.0, learn_seconds=0.3)
+    det = assemble_detector(build_network(cfg), slicer, cfg, prior)
     det.weights.fill_(1.0)  # every cue counts, so tests see appearance and motion alike
+    det.heading_weight.fill_(0.5)  # every heading half unusual: the heading cue measures something
     return det.eval(), slicer
 
 
@@ -70,7 +76,7 @@ def tiny_metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer) -> dict[str, obj
     return {
         "working_size": [cfg.width, cfg.height], "window": cfg.window, "cell": cfg.cell,
         "cell_stride": cfg.cell_stride, "grid": list(slicer.grid), "pretext": cfg.pretext, "color": cfg.color, "motion": cfg.motion,
-        "smoothing": cfg.smoothing, "top_k": cfg.top_k, "fps": 10.0,
+        "smoothing": cfg.smoothing, "region": cfg.region, "scene": cfg.scene, "fps": 10.0,
         "calibration": dict(TINY_CALIBRATION),
     }
 

@@ -27,19 +27,36 @@ class DetectorConfig:
     # "motion" from the window's appearance alone.
     pretext: str = "motion"
     flow_weight: float = 1.0  # weight of the motion channels' loss beside the appearance loss
-    # Cell score = weighted sum of the cues' baseline z-scores: appearance error, motion error, speed
-    # (pretext "motion" has no appearance error; with "predict", give the first weight a value).
-    cue_weights: tuple[float, float, float] = (0.0, 0.5, 1.0)
+    # Scene channels (detect/scene.py): foreground against the stream's own background, and how
+    # long it has stood still there. They feed the occupancy and dwell cues.
+    scene: bool = True
+    learn_seconds: float = 3.0  # a stream's background: the median of its first seconds
+    adapt_seconds: float = 120.0  # then it follows slow change (light) where nothing stands
+    still_seconds: float = 1.0  # a foreground pixel is still when it matches its last second
+    # Cell score = weighted sum of the cues' z-scores against their per-cell baselines: appearance
+    # error, motion error, speed, heading (motion cues), occupancy, dwell (scene cues). Pretext
+    # "motion" has no appearance error; with "predict", give the first weight a value.
+    cue_weights: tuple[float, float, float, float, float, float] = (0.0, 0.5, 1.0, 0.5, 0.0, 1.0)
     holdout: float = 0.25  # share of the footage held back from training to set baseline + threshold
     epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 2e-3
     max_train_frames: int = 6000  # cap on frames held in memory for fitting
-    baseline: str = "quantile"  # per-cell error statistic: "quantile" (median, q99) or "mean_std"
-    scale_floor: float = 1.0  # a cell's scale is at least this multiple of the median cell scale
-    baseline_blur: float = 2.5  # Gaussian sigma, in cells, shared between neighbouring baselines
+    # Baselines of the motion cues: a cell's median, and its `baseline_quantile` among the frames
+    # something moved there (occupancy over `active_share`), so a cell is judged by what moves
+    # through it, not by how often something does; shrunk toward its row's value by `row_prior`
+    # frames (a row is one distance from the camera), so cells little footage covers stay sane.
+    baseline_quantile: float = 0.98
+    active_share: float = 0.2
+    row_prior: float = 50.0
+    # Scene cues: a cell's median and 99th percentile, with these least scales (a share of the cell,
+    # seconds): where normal footage never had anything, a third of a cell or two seconds of
+    # standing still is one unit.
+    occupancy_floor: float = 0.3
+    dwell_floor: float = 2.0
+    dwell_border: int = 1  # cells along the frame's edge that dwell never counts in
     smoothing: float = 0.5  # causal EMA weight of the newest frame score (1.0 = no smoothing)
-    top_k: int = 16  # frame score = mean of the k highest cell scores
+    region: int = 3  # motion cues: a frame's score is its best mean over region x region cells
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,18 +73,24 @@ class DetectorConfig:
                "must be 'predict', 'reconstruct' or 'motion'")
         check(self.pretext != "motion" or self.motion, "pretext", "'motion' needs motion = true")
         check(0 <= self.flow_weight <= 100, "flow_weight", "must be in 0..100")
-        check(len(self.cue_weights) == 3 and all(0 <= w <= 100 for w in self.cue_weights)
-               and sum(self.cue_weights) > 0, "cue_weights", "must be 3 numbers in 0..100, not all 0")
+        check(len(self.cue_weights) == 6 and all(0 <= w <= 100 for w in self.cue_weights)
+               and sum(self.cue_weights) > 0, "cue_weights", "must be 6 numbers in 0..100, not all 0")
+        check(0.5 <= self.learn_seconds <= 600, "learn_seconds", "must be in 0.5..600")
+        check(1 <= self.adapt_seconds <= 86400, "adapt_seconds", "must be in 1..86400")
+        check(0.1 <= self.still_seconds <= 60, "still_seconds", "must be in 0.1..60")
         check(0 <= self.holdout <= 0.5, "holdout", "must be in 0..0.5")
         check(0 <= self.epochs <= 10000, "epochs", "must be in 0..10000")
         check(1 <= self.batch_size <= 4096, "batch_size", "must be in 1..4096")
         check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
         check(self.max_train_frames >= 16, "max_train_frames", "must be >= 16")
-        check(self.baseline in ("mean_std", "quantile"), "baseline", "must be 'mean_std' or 'quantile'")
-        check(0 <= self.scale_floor <= 1000, "scale_floor", "must be in 0..1000")
-        check(0 <= self.baseline_blur <= 10, "baseline_blur", "must be in 0..10")
+        check(0.5 <= self.baseline_quantile < 1, "baseline_quantile", "must be in 0.5..1 (excluded)")
+        check(0 < self.active_share < 1, "active_share", "must be in (0, 1)")
+        check(0 <= self.row_prior <= 1e6, "row_prior", "must be in 0..1e6")
+        check(0 < self.occupancy_floor <= 1, "occupancy_floor", "must be in (0, 1]")
+        check(0 < self.dwell_floor <= 3600, "dwell_floor", "must be in (0, 3600]")
+        check(0 <= self.dwell_border <= 8, "dwell_border", "must be in 0..8")
         check(0 < self.smoothing <= 1, "smoothing", "must be in (0, 1]")
-        check(1 <= self.top_k <= 64, "top_k", "must be in 1..64")
+        check(1 <= self.region <= 16, "region", "must be in 1..16")
 
     def working_size(self, source_width: int, source_height: int) -> tuple[int, int]:
         """(width, height) used for a source; auto sizes keep the aspect, multiples of 8."""

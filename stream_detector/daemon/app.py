@@ -215,7 +215,7 @@ class Daemon:
                                CaptureMetrics(self.metrics), stale_after=cfg.stale_after,
                                fps_limit=scoring_rate(cfg, model),
                                beat=self.heartbeats.beater(f"capture-{name}"),
-                               prepare=lambda: FramePreparer.for_model(model.metadata))
+                               prepare=lambda: FramePreparer.for_model(model))
 
         capture = make_capture()
         self._captures[name] = CameraRuntime(capture, stop, model, make_capture)

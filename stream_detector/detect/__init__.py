@@ -2,8 +2,10 @@
 frames each camera's capture thread prepared, several cameras of one model in one call, and turns
 the scores into start/update/end events; it does no disk or network I/O.
 
-  preprocess.py    grayscale, working resolution, [-1, 1]; a frame's model input (with motion)
+  preprocess.py    grayscale, working resolution, [-1, 1]; a frame's model input (with its
+                   stream's channels: motion, scene)
   motion.py        dense optical flow (DIS) between consecutive frames: the motion channels
+  scene.py         the stream's own background: foreground and dwell, the scene channels
   scoring.py       WindowScorer: windows -> per-cell scores against the baseline -> frame scores
   frame_scorer.py  FrameScorer: one camera's frames -> FrameScore messages; its lane, its rate
   events.py        EventTracker: scores -> start/update/end with hysteresis
@@ -20,19 +22,20 @@ from stream_detector.detect.frame_scorer import (
 )
 from stream_detector.detect.inference import InferenceWorker, Item, Lane, Scorer
 from stream_detector.detect.motion import FLOW_SCALE, MotionField, to_gray_u8, with_motion
-from stream_detector.detect.preprocess import FramePreparer, Preprocessor
+from stream_detector.detect.preprocess import FramePreparer, Preprocessor, StreamChannels
+from stream_detector.detect.scene import SCENE_CHANNELS, ScenePrior, SceneField, fit_prior
 from stream_detector.detect.scoring import (
     ScoreBatch,
     WindowScorer,
     ema,
     firing_cells,
-    frame_scores,
     score_frames,
     score_together,
 )
 
 __all__ = [
     "FLOW_SCALE",
+    "SCENE_CHANNELS",
     "EventPolicy",
     "EventTracker",
     "FramePreparer",
@@ -42,13 +45,16 @@ __all__ = [
     "Lane",
     "MotionField",
     "Preprocessor",
+    "SceneField",
+    "ScenePrior",
     "ScoreBatch",
     "Scorer",
     "ScorerFactory",
+    "StreamChannels",
     "WindowScorer",
     "ema",
     "firing_cells",
-    "frame_scores",
+    "fit_prior",
     "ignore_mask",
     "lane_for",
     "policy_for",

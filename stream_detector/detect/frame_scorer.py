@@ -22,17 +22,17 @@ from stream_detector.model import LoadedModel
 class FrameScorer:
     """One camera's causal scorer: raw frames in, FrameScore messages (with region) out.
 
-    Frames usually arrive prepared by the capture thread (preprocessed, with motion); others are
+    Frames usually arrive prepared by the capture thread (preprocessed, with motion and scene); others are
     prepared here. Cameras of one loaded model share `batch_key` and are scored together.
     """
 
     def __init__(self, model: LoadedModel, threshold: float, ignore: np.ndarray | None = None) -> None:
         self.model = model
         self.threshold = threshold
-        self.prepare = FramePreparer.for_model(model.metadata)
+        self.prepare = FramePreparer.for_model(model)
         self.scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
-                                   chunk=model.bank.new, top_k=int(model.metadata.get("top_k", 1)),
-                                   ignore=ignore, frames_carry_motion=True, bank=model.bank)
+                                   chunk=model.bank.new, ignore=ignore, frames_prepared=True,
+                                   bank=model.bank)
 
     @property
     def batch_key(self) -> object:
@@ -40,7 +40,7 @@ class FrameScorer:
 
     def reset(self) -> None:
         self.scorer.reset()
-        self.prepare = FramePreparer.for_model(self.model.metadata)
+        self.prepare = FramePreparer.for_model(self.model)
 
     def score(self, frames: list[Frame]) -> list[FrameScore]:
         """Score consecutive frames of this camera (a batch amortises the model call)."""

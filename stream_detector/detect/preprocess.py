@@ -6,10 +6,14 @@ Defined once so training and inference can never disagree about what the model s
 
 from __future__ import annotations
 
+from typing import Any
+
 import cv2
 import numpy as np
 
 from stream_detector.detect.motion import MotionField, to_gray_u8
+from stream_detector.detect.scene import ScenePrior, SceneField, scene_prior_of
+from stream_detector.model import LoadedModel
 
 
 class Preprocessor:
@@ -55,27 +59,66 @@ class Preprocessor:
         return cls(int(width), int(height), bool(metadata.get("color", False)))
 
 
+class StreamChannels:
+    """The channels a frame gets from its stream's history, for models that use them: its motion
+    from the frame before (2, see motion.py) and its scene channels (2, see scene.py). One per
+    stream and connection: a new connection starts both afresh."""
+
+    def __init__(self, motion: bool, scene: ScenePrior | None) -> None:
+        self.motion = MotionField() if motion else None
+        self.scene = SceneField(scene) if scene is not None else None
+
+    def reset(self) -> None:
+        if self.motion is not None:
+            self.motion.reset()
+        if self.scene is not None:
+            self.scene.reset()
+
+    def __call__(self, frames: np.ndarray, gray: np.ndarray | None = None) -> np.ndarray:
+        """(n, C, H, W) preprocessed consecutive frames (and their uint8 gray, if at hand) -> the
+        model's input (n, C [+ 2 flow] [+ 2 scene], H, W)."""
+        if self.motion is None and self.scene is None:
+            return frames
+        gray = to_gray_u8(frames) if gray is None else gray
+        parts = [frames]
+        if self.motion is not None:
+            parts.append(self.motion(gray))
+        if self.scene is not None:
+            parts.append(self.scene(gray))
+        return np.concatenate(parts, axis=1)
+
+    @classmethod
+    def for_detector(cls, detector: Any) -> StreamChannels:
+        """The channels the exported module (or its eager twin) was fitted with."""
+        return cls(bool(int(detector.motion_channels)), scene_prior_of(detector))
+
+
 class FramePreparer:
-    """One connection's model input, frame by frame: preprocessing and, for models that use it,
-    the motion from the frame before. Runs in the camera's capture thread, so this per-frame work
-    (OpenCV, which releases the GIL) spreads over the cores instead of queueing on inference.
+    """One connection's model input, frame by frame: preprocessing and, for models that use them,
+    the channels from the stream's history (motion, scene). Runs in the camera's capture thread, so
+    this per-frame work (OpenCV and numpy, which release the GIL) spreads over the cores instead of
+    queueing on inference.
 
     A new connection gets a new preparer: the first frame after a reconnect has no predecessor.
     """
 
-    def __init__(self, preprocess: Preprocessor, motion: bool) -> None:
+    def __init__(self, preprocess: Preprocessor, channels: StreamChannels) -> None:
         self.preprocess = preprocess
-        self.motion = MotionField() if motion else None
+        self.channels = channels
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
-        """BGR (or gray) uint8 frame -> float32 (C [+ 2 flow], H, W), as WindowScorer takes it."""
+        """BGR (or gray) uint8 frame -> float32 (C [+ 2 flow] [+ 2 scene], H, W), as WindowScorer
+        takes it."""
         small = self.preprocess.resized(image)
-        x = self.preprocess.normalize(small)
-        if self.motion is None:
-            return x
-        gray = small[None] if small.ndim == 2 else to_gray_u8(x[None])  # as fitting computes it
-        return np.concatenate([x, self.motion(gray)[0]])
+        x = self.preprocess.normalize(small)[None]
+        gray = small[None] if small.ndim == 2 else to_gray_u8(x)  # as fitting computes it
+        return self.channels(x, gray)[0]
 
     @classmethod
-    def for_model(cls, metadata: dict[str, object]) -> FramePreparer:
-        return cls(Preprocessor.for_model(metadata), bool(metadata.get("motion", False)))
+    def for_model(cls, model: LoadedModel) -> FramePreparer:
+        return cls.for_detector(model.metadata, model.module)
+
+    @classmethod
+    def for_detector(cls, metadata: dict[str, Any], detector: Any) -> FramePreparer:
+        """A model's metadata and its module (exported, or the eager twin before export)."""
+        return cls(Preprocessor.for_model(metadata), StreamChannels.for_detector(detector))

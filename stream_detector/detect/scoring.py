@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
-from stream_detector.detect.motion import MotionField, with_motion
+from stream_detector.detect.preprocess import StreamChannels
 from stream_detector.model import CUES, FeatureBank, SpacetimeSlicer
 
 
@@ -26,34 +27,32 @@ class ScoreBatch:
     first_index: int
     cell_error: np.ndarray  # (n, K, rows, cols) raw per-cell cues (model/network.py CUES)
     cell_score: np.ndarray  # (n, rows, cols) cues against the baseline, combined
-    raw_score: np.ndarray  # (n,) top-k cell score
+    raw_score: np.ndarray  # (n,) the most anomalous region's score, before smoothing
     score: np.ndarray  # (n,) causally smoothed frame score
     warmup: np.ndarray  # (n,) bool, window still padded with frame 0
 
 
 class WindowScorer:
-    """Scores one stream chunk by chunk; every frame is encoded (and its motion computed) once.
+    """Scores one stream chunk by chunk; every frame is encoded (and its channels computed) once.
 
     `detector` is the exported module (TorchScript) or its eager twin: anything with `encode`,
-    `spatial_channels`, `motion_channels` and forward(frames, features, windows) returning
-    (prediction, cell_error, cell_score, frame_score). Streams that share a detector can be
-    scored in one model call with `score_together`.
+    `score_cells`, `spatial_channels`, `motion_channels`, `scene_channels` and forward(frames,
+    features, windows) returning (prediction, cell_error, cell_score, frame_score). Streams that
+    share a detector can be scored in one model call with `score_together`.
     """
 
     def __init__(self, detector: Any, slicer: SpacetimeSlicer, smoothing: float,
-                 device: torch.device, chunk: int = 8, top_k: int = 1,
-                 ignore: np.ndarray | None = None, frames_carry_motion: bool = False,
-                 bank: FeatureBank | None = None) -> None:
+                 device: torch.device, chunk: int = 8, ignore: np.ndarray | None = None,
+                 frames_prepared: bool = False, bank: FeatureBank | None = None) -> None:
         self.detector = detector
         self.slicer = slicer
         self.smoothing = smoothing
         self.device = device
         self.chunk = chunk
-        self.wants_motion = bool(int(detector.motion_channels))
-        # Fitting passes frames whose flow it computed once for training, and the daemon's capture
-        # threads prepare theirs; other callers' frames get it here.
-        self.carries_motion = frames_carry_motion
-        self.motion = MotionField() if self.wants_motion else None
+        # Fitting passes frames whose channels it computed once for training, and the daemon's
+        # capture threads prepare theirs; other callers' frames get them here.
+        self.prepared = frames_prepared
+        self.channels = StreamChannels.for_detector(detector)
         # Streams scored together share a bank (the model's, in the daemon); alone, a private one.
         self.bank = bank or FeatureBank(slicer.window - 1, new=max(chunk, 1))
         if self.bank.history != slicer.window - 1:
@@ -63,29 +62,27 @@ class WindowScorer:
         self.seen = 0  # frames ever pushed since the last reset: the index of the next one
         self._ema: float | None = None
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
-        # here from the remaining cells, so the exported model stays camera-independent.
+        # by the module from the remaining cells, so the exported model stays camera-independent.
         self.ignore = ignore if ignore is not None and ignore.any() else None
-        self.top_k = top_k if self.ignore is None else max(1, min(top_k, int((~ignore).sum())))
 
     def reset(self) -> None:
         """Forget the stream (after a reconnect the old frames are no longer its past)."""
         self.seen = 0
-        if self.motion is not None:
-            self.motion.reset()
+        self.channels.reset()
         self._ema = None
 
-    def model_input(self, frames: np.ndarray, carries_motion: bool | None = None) -> np.ndarray:
-        """(n, C, H, W) (or (n, H, W) gray) preprocessed frames -> the model's input, with motion."""
+    def model_input(self, frames: np.ndarray, prepared: bool | None = None) -> np.ndarray:
+        """(n, C, H, W) (or (n, H, W) gray) preprocessed frames -> the model's input, with the
+        channels of the stream's history (motion, scene) unless they are there already."""
         if frames.ndim == 3:
             frames = frames[:, None]
-        carried = self.carries_motion if carries_motion is None else carries_motion
-        if self.motion is not None and not carried:
-            frames = with_motion(frames, self.motion)
-        return frames
+        if self.prepared if prepared is None else prepared:
+            return frames
+        return self.channels(frames)
 
-    def push(self, frames: np.ndarray, carries_motion: bool | None = None) -> ScoreBatch:
+    def push(self, frames: np.ndarray, prepared: bool | None = None) -> ScoreBatch:
         """Score preprocessed frames that follow earlier pushes."""
-        x = self.model_input(frames, carries_motion)
+        x = self.model_input(frames, prepared)
         if not len(x):
             rows, cols = self.slicer.grid
             none = np.zeros((0, rows, cols), np.float32)
@@ -94,12 +91,15 @@ class WindowScorer:
         step = min(self.chunk, self.bank.new)
         return merge([score_together([self], [x[i:i + step]])[0] for i in range(0, len(x), step)])
 
+    @torch.no_grad()
     def finish(self, cell_error: np.ndarray, cell_score: np.ndarray, raw: np.ndarray) -> ScoreBatch:
         """This stream's share of a model call: masks, smoothing and warm-up flags."""
         first = self.seen - len(raw)
-        if self.ignore is not None:
-            cell_score = np.where(self.ignore, -np.inf, cell_score)
-            raw = frame_scores(cell_score, self.top_k)
+        if self.ignore is not None and len(raw):
+            keep = torch.from_numpy((~self.ignore).astype(np.float32)).to(self.device)
+            cells, frame = self.detector.score_cells(torch.from_numpy(cell_error).to(self.device), keep)
+            cell_score = np.where(self.ignore, -np.inf, cells.float().cpu().numpy())
+            raw = frame.float().cpu().numpy()
         smooth = ema(raw, self.smoothing, self._ema)
         self._ema = float(smooth[-1]) if len(smooth) else self._ema
         warmup = np.arange(first, first + len(raw)) < self.slicer.window - 1
@@ -163,19 +163,17 @@ def score_frames(detector: Any, slicer: SpacetimeSlicer, smoothing: float,
 
 
 def firing_cells(cell_score: np.ndarray, threshold: float) -> np.ndarray:
-    """Cells over the threshold; if none (a smoothed frame score can exceed it alone), the top cell."""
-    mask = cell_score > threshold
-    if not mask.any():
-        mask = np.zeros_like(mask)
-        mask[np.unravel_index(int(np.argmax(cell_score)), cell_score.shape)] = True
-    return mask
-
-
-def frame_scores(cell_score: np.ndarray, top_k: int) -> np.ndarray:
-    """(n, rows, cols) -> (n,) mean of the k highest cell scores of each frame."""
-    flat = cell_score.reshape(len(cell_score), -1)
-    k = min(top_k, flat.shape[1])
-    return np.sort(flat, axis=1)[:, -k:].mean(1)
+    """The region that fired: the cells over the threshold connected (8 neighbours) to the highest
+    cell, so the box is one object's, not the span of every busy cell in view; if no cell is over
+    (a smoothed frame score can be while its cells dropped), the highest cell alone."""
+    top = np.unravel_index(int(np.argmax(cell_score)), cell_score.shape)
+    over = (cell_score > threshold).astype(np.uint8)
+    if not over[top]:
+        mask = np.zeros(cell_score.shape, bool)
+        mask[top] = True
+        return mask
+    _, labels = cv2.connectedComponents(over, connectivity=8)
+    return labels == labels[top]
 
 
 def ema(raw: np.ndarray, weight: float, start: float | None = None) -> np.ndarray:

@@ -1,7 +1,8 @@
 """The model: the spacetime network and everything that travels with it, from geometry to the
 sealed directory the daemon loads.
 
-  network.py   the pure nn.Module and the exported detector; how the model is called (windows)
+  network.py   the pure nn.Module; how the model is called (windows of cached features)
+  detector.py  the exported module: cues, baselines, the frame score of the most anomalous region
   slicer.py    window and cell geometry: time slices, space slices, cells to pixel boxes
   bank.py      the feature bank: each stream's recent frames and cached features, for joint calls
   export.py    writing a model directory: TorchScript + metadata.json
@@ -12,14 +13,8 @@ sealed directory the daemon loads.
 from stream_detector.model.bank import CALL_FRAMES, STREAM_FRAMES, FeatureBank
 from stream_detector.model.export import METADATA_FILE, MODEL_FILE, export
 from stream_detector.model.manifest import REQUIRED, sign, validate_metadata
-from stream_detector.model.network import (
-    CUES,
-    LEARNED,
-    SpacetimeDetector,
-    SpacetimeNet,
-    context_offsets,
-    gather_window,
-)
+from stream_detector.model.detector import CUES, LEARNED, STATIC, SpacetimeDetector
+from stream_detector.model.network import SpacetimeNet, context_offsets, gather_window
 from stream_detector.model.runtime import (
     LoadedModel,
     configure_torch,
@@ -40,6 +35,7 @@ __all__ = [
     "STREAM_FRAMES",
     "FeatureBank",
     "LoadedModel",
+    "STATIC",
     "SpacetimeDetector",
     "SpacetimeNet",
     "SpacetimeSlicer",

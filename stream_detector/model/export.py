@@ -16,10 +16,12 @@ from typing import Any
 
 import torch
 
-from stream_detector.model.network import SpacetimeDetector
+from stream_detector.model.detector import SpacetimeDetector
 
 FORMAT = "stream-detector-model"
-FORMAT_VERSION = 3  # 3: forward(frames, features, windows); motion channels; per-cue baselines
+# 3: forward(frames, features, windows); motion channels; per-cue baselines. 4: scene channels and
+# cues, heading, region frame score, stabilised flow.
+FORMAT_VERSION = 4
 MODEL_FILE = "model.pt"
 METADATA_FILE = "metadata.json"
 
@@ -61,7 +63,8 @@ def probe_input(detector: torch.nn.Module, meta: dict[str, Any], device: torch.d
     """One window of the declared size: (frames, features, windows) as forward takes them."""
     width, height = meta["working_size"]
     window = int(meta["window"])
-    channels = (3 if meta.get("color") else 1) + int(detector.motion_channels)
+    channels = ((3 if meta.get("color") else 1) + int(detector.motion_channels)
+                + int(getattr(detector, "scene_channels", 0)))
     if random:
         gen = torch.Generator().manual_seed(0)
         frames = (torch.rand(window, channels, height, width, generator=gen) * 2 - 1).to(device)

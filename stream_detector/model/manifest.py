@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_detector.errors import ModelError
+from stream_detector.model.detector import CUES
 from stream_detector.model.export import METADATA_FILE, MODEL_FILE, sha256_of
 
 SIGNATURE_KEY = "signature"
@@ -128,10 +129,10 @@ def _cell_stride(v: Any, meta: Mapping[str, Any]) -> str | None:
     return _int_in(1, hi)(v, meta)
 
 
-def _top_k(v: Any, meta: Mapping[str, Any]) -> str | None:
+def _region(v: Any, meta: Mapping[str, Any]) -> str | None:
     grid = meta.get("grid")
-    cells = grid[0] * grid[1] if _pair(1, 4096)(grid, meta) is None else 4096
-    return _int_in(1, min(4096, cells))(v, meta)
+    side = min(grid) if _pair(1, 4096)(grid, meta) is None else 4096
+    return _int_in(1, max(1, min(16, side)))(v, meta)
 
 
 CALIBRATION_RANGES: dict[str, Check] = {
@@ -185,9 +186,10 @@ PRETEXTS = ("predict", "reconstruct", "motion")  # what the loader knows how to 
 
 
 def _cue_weights(v: Any, meta: Mapping[str, Any]) -> str | None:
-    if (not isinstance(v, list) or len(v) != 3 or not all(_number_in(0, 100)(x, meta) is None for x in v)
+    n = len(CUES)
+    if (not isinstance(v, list) or len(v) != n or not all(_number_in(0, 100)(x, meta) is None for x in v)
             or not sum(v) > 0):
-        return f"must be 3 numbers in 0..100, not all 0, got {_show(v)}"
+        return f"must be {n} numbers in 0..100, not all 0, got {_show(v)}"
     return None
 
 # Checked in this order, so a range that depends on another key (cell_stride <= cell) sees it valid.
@@ -198,11 +200,11 @@ SCHEMA: dict[str, Check] = {
     "cell_stride": _cell_stride, "grid": _pair(1, 4096), "pretext": _choice(*PRETEXTS),
     "smoothing": _number_in(0, 1, low_open=True), "fps": _number_in(0, 1000, low_open=True),
     "calibration": _calibration, "files": _files, SIGNATURE_KEY: _signature,
-    "top_k": _top_k, "color": _bool, "motion": _bool, "cue_weights": _cue_weights,
+    "region": _region, "color": _bool, "motion": _bool, "scene": _bool, "cue_weights": _cue_weights,
 }
 REQUIRED = ("working_size", "window", "cell", "cell_stride", "grid", "pretext", "smoothing", "fps",
             "calibration", "files", SIGNATURE_KEY)
-OPTIONAL = ("top_k", "color", "motion", "cue_weights")
+OPTIONAL = ("region", "color", "motion", "scene", "cue_weights")
 
 
 def validate_metadata(meta: Any, path: Path | str) -> dict[str, Any]:
@@ -237,7 +239,7 @@ def _non_finite(value: Any, where: str) -> str | None:
 
 
 def check_module(module: Any, meta: Mapping[str, Any], path: Path | str) -> None:
-    """The module's baked-in values (baseline, calibration, top_k) must be the ones in the JSON."""
+    """The module's baked-in values (baseline, calibration, region) must be the ones in the JSON."""
     import torch
 
     grid = tuple(meta["grid"])
@@ -272,9 +274,13 @@ def check_module(module: Any, meta: Mapping[str, Any], path: Path | str) -> None
     if motion is not None and "motion" in meta and bool(int(motion)) != meta["motion"]:
         raise ModelError(f"{path}: motion: metadata.json says {meta['motion']}, the module "
                          f"{'takes' if int(motion) else 'does not take'} motion channels")
-    if hasattr(module, "top_k") and "top_k" in meta and int(module.top_k) != meta["top_k"]:
-        raise ModelError(f"{path}: top_k: metadata.json says {meta['top_k']}, the module holds "
-                         f"{int(module.top_k)}")
+    scene = getattr(module, "scene_channels", None)
+    if scene is not None and "scene" in meta and bool(int(scene)) != meta["scene"]:
+        raise ModelError(f"{path}: scene: metadata.json says {meta['scene']}, the module "
+                         f"{'takes' if int(scene) else 'does not take'} scene channels")
+    if hasattr(module, "region") and "region" in meta and int(module.region) != meta["region"]:
+        raise ModelError(f"{path}: region: metadata.json says {meta['region']}, the module holds "
+                         f"{int(module.region)}")
 
 
 def _is_int(v: Any) -> bool:

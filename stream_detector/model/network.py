@@ -1,4 +1,4 @@
-"""The spacetime network and the scoring module exported with it.
+"""The spacetime network: the pure nn.Module, and how it is called (windows of cached features).
 
 Each frame enters as appearance (gray or BGR) plus, when the model uses motion, its dense flow
 from the frame before (two channels, see detect/motion.py). Two branches over a window: a *spatial* branch
@@ -13,20 +13,8 @@ frames and their cached features; training, scoring, export and load all go thro
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor, nn
-
-CUES = ("appearance_error", "motion_error", "speed")  # per-cell evidence, combined with weights
-LEARNED = (True, True, False)  # the network's errors, vs. speed, measured straight from the flow
-
-
-class DetectorOutput(NamedTuple):
-    prediction: Tensor  # (B, C', H, W) the model's guess of the target: frame and flow, or flow only
-    cell_error: Tensor  # (B, K, rows, cols) raw per-cell cues, K = len(CUES)
-    cell_score: Tensor  # (B, rows, cols) cues against the per-cell baseline, combined (0 ~ normal)
-    frame_score: Tensor  # (B,) mean of the top-k cell scores
 
 
 class SpacetimeNet(nn.Module):
@@ -110,79 +98,6 @@ def gather_window(frames: Tensor, features: Tensor, windows: Tensor, context: li
     return series, spatial, frames[windows[:, last]], frames[windows[:, -1]]
 
 
-class SpacetimeDetector(nn.Module):
-    """Network + per-cell baselines + cue weights + calibration, exported together so they cannot
-    drift apart."""
-
-    def __init__(self, net: SpacetimeNet, cell_edges: tuple[Tensor, Tensor, Tensor, Tensor],
-                 top_k: int, context: list[int], last: int) -> None:
-        super().__init__()
-        self.net = net
-        self.top_k = top_k
-        self.context = context
-        self.last = last
-        self.spatial_channels = net.spatial_channels  # features[:, :Cs] spatial, [:, Cs:] time slices
-        # The network casts its inputs to its weights' precision and returns float32, and errors are
-        # measured in float32 (a half-precision integral image would swamp the cell means), so the
-        # network alone may run in half precision. Modules exported before this lack the flag.
-        self.half_ready = True
-        self.motion_channels = net.motion_channels
-        self.first_output = net.first_output
-        y0, y1, x0, x1 = cell_edges
-        self.register_buffer("y0", y0.long())
-        self.register_buffer("y1", y1.long())
-        self.register_buffer("x0", x0.long())
-        self.register_buffer("x1", x1.long())
-        rows, cols, k = int(y0.numel()), int(x0.numel()), len(CUES)
-        self.register_buffer("center", torch.zeros(k, rows, cols))  # z = (cue - center) / scale
-        self.register_buffer("scale", torch.ones(k, rows, cols))
-        self.register_buffer("weights", torch.tensor([1.0] + [0.0] * (k - 1)))  # cell score = sum w z
-        self.register_buffer("calibration", torch.zeros(4))  # see offline.fit.fit_tail: a, beta, floor, fps
-
-    @torch.jit.export
-    def encode(self, frames: Tensor) -> Tensor:
-        return self.net.encode(frames)
-
-    @torch.jit.export
-    def cell_means(self, values: Tensor) -> Tensor:
-        """(B, H, W) per-pixel values -> (B, rows, cols) mean per cell, via an integral image."""
-        integral = torch.nn.functional.pad(values.cumsum(1).cumsum(2), (1, 0, 1, 0))
-        total = (_corners(integral, self.y1, self.x1) - _corners(integral, self.y0, self.x1)
-                 - _corners(integral, self.y1, self.x0) + _corners(integral, self.y0, self.x0))
-        area = ((self.y1 - self.y0)[:, None] * (self.x1 - self.x0)[None, :]).to(values.dtype)
-        return total / area
-
-    @torch.jit.export
-    def cues(self, prediction: Tensor, target: Tensor) -> Tensor:
-        """(B, K, rows, cols): appearance error, motion error, and speed of the target's motion."""
-        m = self.motion_channels
-        a = target.shape[1] - m  # appearance channels of a frame
-        error = (prediction - target[:, self.first_output:]) ** 2
-        shown = a - self.first_output  # appearance channels among the predicted ones
-        if shown > 0:
-            appearance = self.cell_means(error[:, :shown].mean(1))
-        else:  # the network predicts motion only: no appearance error to measure
-            appearance = torch.zeros(error.shape[0], self.y0.numel(), self.x0.numel(),
-                                     dtype=error.dtype, device=error.device)
-        if m == 0:
-            return torch.stack([appearance, torch.zeros_like(appearance), torch.zeros_like(appearance)], 1)
-        motion = self.cell_means(error[:, shown:].mean(1))
-        speed = self.cell_means(target[:, a:].pow(2).sum(1).sqrt())
-        return torch.stack([appearance, motion, speed], 1)
-
-    def forward(self, frames: Tensor, features: Tensor, windows: Tensor) -> DetectorOutput:
-        """Score B windows (B, T) of indices into one run of frames (N, C, H, W) and their features."""
-        series, spatial, last, target = gather_window(frames, features, windows, self.context,
-                                                      self.last, self.spatial_channels)
-        prediction = self.net.predict(series, spatial, last)
-        cell_error = self.cues(prediction, target)
-        z = (cell_error - self.center) / self.scale
-        cell_score = (z * self.weights[None, :, None, None]).sum(1)
-        k = min(self.top_k, cell_score.shape[1] * cell_score.shape[2])
-        frame_score = cell_score.flatten(1).topk(k, dim=1).values.mean(1)
-        return DetectorOutput(prediction, cell_error, cell_score, frame_score)
-
-
 def context_offsets(window: int, pretext: str) -> tuple[list[int], int]:
     """Which window positions feed the model as context, and which one is the residual base.
 
@@ -193,10 +108,3 @@ def context_offsets(window: int, pretext: str) -> tuple[list[int], int]:
     if pretext == "predict":
         return list(range(window - 1)), window - 2
     return list(range(1, window)), window - 1
-
-
-def _corners(integral: Tensor, ys: Tensor, xs: Tensor) -> Tensor:
-    """integral[:, ys[i], xs[j]] for every (i, j), as (B, len(ys), len(xs))."""
-    b, stride = integral.shape[0], integral.shape[2]
-    idx = (ys[:, None] * stride + xs[None, :]).reshape(-1)
-    return integral.reshape(b, -1).index_select(1, idx).reshape(b, ys.numel(), xs.numel())

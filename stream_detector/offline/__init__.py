@@ -1,7 +1,8 @@
 """Offline tools, beside the live path and never used by it: fitting a model to a scene's normal
 footage, scoring a file, evaluating on labelled video, and measuring speed.
 
-  fit.py         self-supervised fitting, the per-cell baseline, the alarm calibration (`fit`)
+  fit.py         self-supervised fitting: footage, training, the exported detector (`fit`)
+  baseline.py    what normal looks like: each cue's per-cell baseline, headings, the alarm calibration
   replay.py      video scored and alarms replayed as the daemon would (`score`, `eval`)
   evaluation.py  AUC, ROC, false alarms per hour, episodes alarmed and their delays
   plots.py       the `eval` report's pictures
@@ -18,18 +19,19 @@ from stream_detector.offline.evaluation import (
     load_labelled,
     roc_auc,
 )
+from stream_detector.offline.baseline import cue_baselines, fit_tail, heading_weights
 from stream_detector.offline.fit import (
     Clip,
     FitReport,
     assemble_detector,
     build_network,
     clip_cues,
-    combine,
-    cue_baseline,
+    cue_weights,
     fit,
-    fit_tail,
+    frame_score,
     load_footage,
     train_network,
+    window_flows,
 )
 from stream_detector.offline.replay import (
     EvalReport,
@@ -52,11 +54,13 @@ __all__ = [
     "check_length",
     "clip_cues",
     "clip_scores",
-    "combine",
-    "cue_baseline",
+    "cue_baselines",
+    "cue_weights",
     "evaluate",
     "fit",
     "fit_tail",
+    "frame_score",
+    "heading_weights",
     "literature_scores",
     "load_footage",
     "load_labelled",
@@ -65,4 +69,5 @@ __all__ = [
     "roc_auc",
     "score_file",
     "train_network",
+    "window_flows",
 ]

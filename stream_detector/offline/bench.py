@@ -28,10 +28,9 @@ from stream_detector.capture import (
 from stream_detector.config import InferenceConfig
 from stream_detector.detect import (
     FramePreparer,
-    MotionField,
     Preprocessor,
+    StreamChannels,
     WindowScorer,
-    to_gray_u8,
 )
 from stream_detector.model import LoadedModel, configure_torch, load
 
@@ -78,10 +77,10 @@ def measure_stages(model: LoadedModel, video: Path, limit: int, batch: int,
         for f in iter_frames(video, limit=limit):
             prep(f)
 
-    def decode_prep_motion() -> None:
-        field = MotionField()
+    def decode_prep_motion() -> None:  # and the scene channels, for models that have them
+        channels = StreamChannels.for_detector(model.module)
         for f in iter_frames(video, limit=limit):
-            field(to_gray_u8(prep(f)[None]))
+            channels(prep(f)[None])
 
     def model_only() -> None:
         scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
@@ -130,7 +129,7 @@ def measure_stages(model: LoadedModel, video: Path, limit: int, batch: int,
                 decoded.put(None)
 
         def prepare() -> None:
-            preparer = FramePreparer.for_model(model.metadata)
+            preparer = FramePreparer.for_model(model)
             while (image := decoded.get()) is not None:
                 prepared.put(preparer(image))
             prepared.put(None)
@@ -139,7 +138,7 @@ def measure_stages(model: LoadedModel, video: Path, limit: int, batch: int,
         for thread in threads:
             thread.start()
         scorer = WindowScorer(model.module, model.slicer, model.smoothing, model.device,
-                              chunk=batch, frames_carry_motion=True)
+                              chunk=batch, frames_prepared=True)
         done = False
         while not done:
             got = [prepared.get()]
@@ -159,7 +158,8 @@ def measure_stages(model: LoadedModel, video: Path, limit: int, batch: int,
     model_only()  # warm-up: first calls allocate and (on CUDA) pick kernels
     stages = [("decode", decode), ("decode+preprocess", decode_prep)]
     if int(model.module.motion_channels):
-        stages.append(("decode+preprocess+motion", decode_prep_motion))
+        scene = "+scene" if int(getattr(model.module, "scene_channels", 0)) else ""
+        stages.append((f"decode+preprocess+motion{scene}", decode_prep_motion))
     stages += [("motion+model (batch of windows)", model_only), ("motion+model (one frame at a time)", live),
                ("full pipeline (decode+preprocess+motion+model)", full),
                (f"live path (decode all, score {fps:g} of {source_fps:g}/s)" if 0 < fps < source_fps

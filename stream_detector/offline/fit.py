@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -28,17 +27,18 @@ from stream_detector import __version__
 from stream_detector.capture import expand_sources, iter_frames, video_info
 from stream_detector.config import DetectorConfig
 from stream_detector.detect import (
-    MotionField,
+    SCENE_CHANNELS,
     Preprocessor,
+    ScenePrior,
+    StreamChannels,
     WindowScorer,
     ema,
-    frame_scores,
-    with_motion,
+    fit_prior,
+    to_gray_u8,
 )
 from stream_detector.errors import SourceError
 from stream_detector.model import (
     CUES,
-    LEARNED,
     SpacetimeDetector,
     SpacetimeNet,
     SpacetimeSlicer,
@@ -47,6 +47,7 @@ from stream_detector.model import (
     gather_window,
     threshold_for,
 )
+from stream_detector.offline.baseline import cue_baselines, fit_tail, heading_weights
 from stream_detector.offline.progress import Progress
 
 WINDOWS_PER_SEGMENT = 8  # windows cut from one run of consecutive frames: encode once, use T-1 times
@@ -56,7 +57,7 @@ BLOCK_FRAMES = 200  # footage is cut into blocks of this many frames for the cal
 @dataclass(frozen=True)
 class Clip:
     name: str
-    frames: np.ndarray  # (n, C, H, W) float32 preprocessed, flow channels appended when motion is on
+    frames: np.ndarray  # (n, C, H, W) float32 model input: appearance, then flow and scene channels
     source_size: tuple[int, int]
 
 
@@ -68,6 +69,7 @@ class Footage:
     calibration: list[Clip]
     working_size: tuple[int, int]
     fps: float
+    prior: ScenePrior | None = None  # the fitted background, for models with scene channels
 
 
 @dataclass(frozen=True)
@@ -108,14 +110,16 @@ def plan_blocks(counts: Sequence[int], cap: int, holdout: float,
 
 
 def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig) -> Footage:
-    """Decode, preprocess and add motion to every source, then split it into train and calibration."""
+    """Decode and preprocess every source, split it into train and calibration blocks, learn the
+    scene's background from the training blocks, then give every block its motion and scene
+    channels, each block as a stream of its own (as the daemon sees a camera from its start)."""
     paths = expand_sources(sources)
     infos = [video_info(p) for p in paths]
     width, height = cfg.working_size(infos[0].width, infos[0].height)
     prep = Preprocessor(width, height, cfg.color)
+    fps = infos[0].fps or 25.0
     plan = plan_blocks([max(1, i.frames) for i in infos], cfg.max_train_frames, cfg.holdout)
-    train: list[Clip] = []
-    calibration: list[Clip] = []
+    blocks: list[tuple[str, np.ndarray, tuple[int, int], bool]] = []
     bar = Progress("decoding", len(paths))
     for si, path in enumerate(paths):
         wanted = [(s, e, cal) for src, s, e, cal in plan if src == si]
@@ -127,22 +131,33 @@ def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig) -> Footage:
             keep[s:e] = True
         # Decode every frame (a stream has no random access) but hold only the planned blocks.
         decoded = {i: prep(f) for i, f in enumerate(iter_frames(path, limit=limit)) if keep[i]}
-        size = (infos[si].width, infos[si].height)
         for s, e, cal in wanted:
             part = [decoded[i] for i in range(s, e) if i in decoded]
-            if len(part) <= cfg.window:  # the container's frame count was optimistic
-                continue
-            frames = np.stack(part)
-            if cfg.motion:
-                frames = with_motion(frames, MotionField())
-            clip = Clip(f"{path.stem}[{s}:{s + len(part)}]", frames, size)
-            (calibration if cal else train).append(clip)
+            if len(part) > cfg.window:  # else the container's frame count was optimistic
+                blocks.append((f"{path.stem}[{s}:{s + len(part)}]", np.stack(part),
+                               (infos[si].width, infos[si].height), cal))
         bar.update(si + 1, path.name)
-    if not train:
+    if not any(not cal for *_, cal in blocks):
         raise SourceError(f"footage too short: no block of more than window={cfg.window} frames to train on")
+    prior = _scene_prior([f for _, f, _, cal in blocks if not cal], fps, cfg) if cfg.scene else None
+    train: list[Clip] = []
+    calibration: list[Clip] = []
+    for name, frames, size, cal in blocks:
+        clip = Clip(name, StreamChannels(cfg.motion, prior)(frames), size)
+        (calibration if cal else train).append(clip)
     if not calibration:  # e.g. every held-back block was shorter than a window: calibrate on training
         calibration = train
-    return Footage(train, calibration, (width, height), infos[0].fps or 25.0)
+    return Footage(train, calibration, (width, height), fps, prior)
+
+
+def _scene_prior(blocks: list[np.ndarray], fps: float, cfg: DetectorConfig,
+                 sample: int = 400) -> ScenePrior:
+    """The scene's background and noise from up to `sample` frames spread over the training blocks."""
+    frames = np.concatenate(blocks)
+    pick = np.unique(np.linspace(0, len(frames) - 1, min(sample, len(frames))).round().astype(int))
+    gray = to_gray_u8(frames[pick])
+    return fit_prior(gray, fps, learn_seconds=cfg.learn_seconds, adapt_seconds=cfg.adapt_seconds,
+                     still_seconds=cfg.still_seconds)
 
 
 def _segments(clips: list[Clip], length: int, stride: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -174,7 +189,8 @@ def train_network(clips: list[Clip], cfg: DetectorConfig, device: torch.device) 
         raise SourceError(f"footage too short: every source has fewer than window={cfg.window} frames")
     per_seg = max(1, min(WINDOWS_PER_SEGMENT, min(len(c.frames) for c in usable) - cfg.window + 1))
     length = cfg.window - 1 + per_seg
-    tensors = [torch.from_numpy(c.frames) for c in usable]
+    # The network sees appearance and flow; the scene channels are for the scene cues only.
+    tensors = [torch.from_numpy(np.ascontiguousarray(c.frames[:, :net.in_channels])) for c in usable]
     if device.type == "cuda":  # footage fits on any GPU: no host-to-device copy per step
         tensors = [t.to(device) for t in tensors]
     seg_batch = max(1, cfg.batch_size // per_seg)
@@ -231,108 +247,86 @@ def _window_loss(net: SpacetimeNet, batch: Tensor, windows: Tensor, context: lis
     return loss
 
 
-def cell_baseline(errors: np.ndarray, statistic: str, floor: float,
-                  blur: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cell (center, scale) of normal error. errors: (n, rows, cols).
-
-    The floor keeps rarely-visited cells (few samples, tiny spread) from turning ordinary activity
-    into huge scores; the blur lets neighbouring cells share evidence for the same reason.
-    """
-    if statistic == "mean_std":
-        center, scale = errors.mean(0), errors.std(0)
-    else:
-        center = np.median(errors, 0)
-        scale = np.quantile(errors, 0.99, axis=0) - center
-    scale = np.maximum(scale, floor * float(np.median(scale)) + 1e-8).astype(np.float32)
-    center = center.astype(np.float32)
-    if blur > 0:
-        center = cv2.GaussianBlur(center, (0, 0), blur, borderType=cv2.BORDER_REPLICATE)
-        scale = cv2.GaussianBlur(scale, (0, 0), blur, borderType=cv2.BORDER_REPLICATE)
-    return center, scale
-
-
-def onset_rate(scores: list[np.ndarray], u: float, fps: float) -> float:
-    """Alarm onsets per hour above u: upward crossings, a clip starting above u counts once."""
-    onsets = sum(int(s[0] > u) + int(np.sum((s[1:] > u) & (s[:-1] <= u))) for s in scores)
-    hours = sum(len(s) for s in scores) / fps / 3600.0
-    return onsets / hours
-
-
-def fit_tail(scores: list[np.ndarray], fps: float) -> dict[str, float]:
-    """Fit log(onsets per hour above u) = a - u / beta over the upper tail of normal scores."""
-    allv = np.concatenate(scores)
-    grid = np.unique(np.quantile(allv, np.linspace(0.80, 0.999, 40)))
-    pts = [(u, onset_rate(scores, float(u), fps)) for u in grid]
-    pts = [(u, r) for u, r in pts if r > 0]
-    beta = float(np.std(allv) or 1.0)
-    a = math.log(pts[0][1]) + pts[0][0] / beta if pts else 0.0
-    if len(pts) >= 3:
-        us = np.array([p[0] for p in pts])
-        logs = np.log([p[1] for p in pts])
-        slope, intercept = np.polyfit(us, logs, 1)
-        if slope < 0:
-            beta, a = -1.0 / float(slope), float(intercept)
-    return {"a": a, "beta": beta, "floor": float(allv.max()), "fps": fps,
-            "normal_frames": int(allv.size), "normal_hours": allv.size / fps / 3600.0}
-
-
-def assemble_detector(net: SpacetimeNet, slicer: SpacetimeSlicer,
-                      cfg: DetectorConfig) -> SpacetimeDetector:
-    """The exported module around a network: the slicer's cells, top-k and the pretext's offsets.
-    Baselines and calibration start neutral; `fit` fills them in."""
+def assemble_detector(net: SpacetimeNet, slicer: SpacetimeSlicer, cfg: DetectorConfig,
+                      prior: ScenePrior | None = None) -> SpacetimeDetector:
+    """The exported module around a network: the slicer's cells, the region, the pretext's offsets
+    and the scene prior. Baselines and calibration start neutral; `fit` fills them in."""
     edges = tuple(torch.from_numpy(e) for e in slicer.cell_edges())
     context, last = context_offsets(cfg.window, cfg.pretext)
-    return SpacetimeDetector(net, edges, cfg.top_k, context, last)  # type: ignore[arg-type]
+    times = (cfg.learn_seconds, cfg.adapt_seconds, cfg.still_seconds)
+    detector = SpacetimeDetector(net, edges, cfg.region, context, last,  # type: ignore[arg-type]
+                                 SCENE_CHANNELS if prior is not None else 0,
+                                 (slicer.height, slicer.width), times)
+    if prior is not None:
+        detector.background.copy_(torch.from_numpy(prior.background))
+        detector.noise.copy_(torch.from_numpy(prior.noise))
+        detector.calibration[3] = prior.fps  # the scene's time constants count frames at this rate
+    border = cfg.dwell_border
+    if border:
+        detector.dwell_mask.zero_()
+        detector.dwell_mask[border:-border, border:-border] = 1.0
+    return detector
 
 
-def cue_baseline(held_back: np.ndarray, seen: np.ndarray,
-                 cfg: DetectorConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Per-cue, per-cell (center, scale) from (n, K, rows, cols) cues of normal footage.
-
-    The network's errors are judged on held-back footage only (on its training footage they are
-    optimistically low); a measured cue (speed) owes nothing to training, so it uses all footage:
-    more samples per cell, which matters for the rarely visited ones.
-    """
-    pairs = []
-    for k, learned in enumerate(LEARNED):
-        values = held_back[:, k] if learned else np.concatenate([held_back[:, k], seen[:, k]])
-        pairs.append(cell_baseline(values, cfg.baseline, cfg.scale_floor, cfg.baseline_blur))
-    return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-
-
-def combine(cues: np.ndarray, center: np.ndarray, scale: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(n, K, rows, cols) raw cues -> (n, rows, cols) cell scores, as the exported module does."""
-    return np.einsum("nkrc,k->nrc", (cues - center) / scale, weights)
+def cue_weights(cfg: DetectorConfig) -> np.ndarray:
+    """The configured weights, less those of cues the model cannot measure."""
+    w = np.asarray(cfg.cue_weights, np.float32)
+    if not cfg.motion:
+        w[[CUES.index(c) for c in ("motion_error", "speed", "heading")]] = 0.0
+    if not cfg.scene:
+        w[[CUES.index(c) for c in ("occupancy", "dwell")]] = 0.0
+    if not w.sum():
+        raise SourceError("cue_weights: every cue this model can measure has weight 0")
+    return w
 
 
 def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, device: torch.device) -> FitReport:
-    """Train on part of the footage, set the baseline and calibration on the rest, export."""
+    """Train on part of the footage, set the baselines and calibration on the rest, export."""
     started = time.monotonic()
+    weights = cue_weights(cfg)
     footage = load_footage(sources, cfg)
     net, final_loss = train_network(footage.train, cfg, device)
     width, height = footage.working_size
     slicer = SpacetimeSlicer(width, height, cfg.window, cfg.cell, cfg.cell_stride)
-    detector = assemble_detector(net, slicer, cfg).to(device).eval()
-    weights = np.asarray(cfg.cue_weights if cfg.motion else (1.0, 0.0, 0.0), np.float32)
+    detector = assemble_detector(net, slicer, cfg, footage.prior).to(device).eval()
+    clips = footage.train + ([] if footage.calibration is footage.train else footage.calibration)
+    detector.heading_weight.copy_(torch.from_numpy(heading_weights(np.concatenate(
+        [window_flows(detector, slicer, c.frames, device) for c in clips]))))
     cues = clip_cues(detector, slicer, footage.calibration, cfg, device)
     seen = [] if footage.calibration is footage.train else clip_cues(
         detector, slicer, footage.train, cfg, device, "baseline (training blocks)")
     def warm(parts: list[np.ndarray]) -> np.ndarray:  # frames whose window holds no padding
         return np.concatenate([c[cfg.window - 1:] for c in parts] or [cues[0][:0]])
-    center, scale = cue_baseline(warm(cues), warm(seen), cfg)
+    center, scale = cue_baselines(warm(cues), warm(seen), cfg)
     detector.center.copy_(torch.from_numpy(center))
     detector.scale.copy_(torch.from_numpy(scale))
     detector.weights.copy_(torch.from_numpy(weights))
-    smoothed = [ema(frame_scores(combine(c, center, scale, weights), cfg.top_k), cfg.smoothing)
-                for c in cues]
-    calibration = fit_tail(smoothed, footage.fps)
+    smoothed = [ema(frame_score(detector, c), cfg.smoothing)[cfg.window - 1:] for c in cues]
+    calibration = fit_tail([s for s in smoothed if len(s)], footage.fps)
     detector.calibration.copy_(torch.tensor([calibration["a"], calibration["beta"],
                                              calibration["floor"], footage.fps]))
     seconds = time.monotonic() - started
-    meta = _metadata(cfg, slicer, footage, calibration, final_loss, seconds, device, net)
+    meta = _metadata(cfg, slicer, footage, calibration, final_loss, seconds, device, net, weights)
     export(detector, meta, out_dir)
     frames = sum(len(c.frames) for c in footage.train + footage.calibration)
     return FitReport(out_dir, seconds, final_loss, frames, threshold_for(calibration, 1.0))
+
+
+@torch.no_grad()
+def frame_score(detector: SpacetimeDetector, cell_error: np.ndarray) -> np.ndarray:
+    """(n, K, rows, cols) raw cues -> (n,) frame scores, by the module itself."""
+    x = torch.from_numpy(cell_error).to(detector.center.device)
+    return detector.score_cells(x, torch.ones_like(detector.dwell_mask))[1].cpu().numpy()
+
+
+@torch.no_grad()
+def window_flows(detector: SpacetimeDetector, slicer: SpacetimeSlicer, frames: np.ndarray,
+                 device: torch.device) -> np.ndarray:
+    """(n, 2, rows, cols) each cell's mean flow over the window ending at each frame."""
+    x = torch.from_numpy(frames).to(device)
+    windows = torch.tensor([slicer.window_indices(t) for t in range(len(frames))], device=device)
+    return torch.cat([detector.window_flow(x, windows[i:i + 256])
+                      for i in range(0, len(windows), 256)]).cpu().numpy()
 
 
 def clip_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[Clip],
@@ -342,7 +336,7 @@ def clip_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[
     out = []
     bar = Progress(label, len(clips))
     for i, clip in enumerate(clips):
-        scorer = WindowScorer(detector, slicer, cfg.smoothing, device, frames_carry_motion=True)
+        scorer = WindowScorer(detector, slicer, cfg.smoothing, device, frames_prepared=True)
         out.append(scorer.push(clip.frames).cell_error)
         bar.update(i + 1, clip.name)
     return out
@@ -350,7 +344,7 @@ def clip_cues(detector: SpacetimeDetector, slicer: SpacetimeSlicer, clips: list[
 
 def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, footage: Footage,
               calibration: dict[str, float], loss: float, seconds: float, device: torch.device,
-              net: SpacetimeNet) -> dict[str, Any]:
+              net: SpacetimeNet, weights: np.ndarray) -> dict[str, Any]:
     def described(clips: list[Clip]) -> list[dict[str, Any]]:
         return [{"name": c.name, "frames": len(c.frames), "source_size": list(c.source_size)} for c in clips]
     frames = sum(len(c.frames) for c in footage.train)
@@ -366,10 +360,11 @@ def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, footage: Footage,
         "pretext": cfg.pretext,
         "color": cfg.color,
         "motion": cfg.motion,
+        "scene": cfg.scene,
         "cues": list(CUES),
-        "cue_weights": [float(w) for w in (cfg.cue_weights if cfg.motion else (1.0, 0.0, 0.0))],
+        "cue_weights": [float(w) for w in weights],
         "smoothing": cfg.smoothing,
-        "top_k": cfg.top_k,
+        "region": cfg.region,
         "fps": footage.fps,
         "detector": asdict(cfg),
         "parameters": sum(p.numel() for p in net.parameters()),
@@ -387,6 +382,10 @@ def _metadata(cfg: DetectorConfig, slicer: SpacetimeSlicer, footage: Footage,
             "frames": held,
             "held_back": footage.calibration is not footage.train,
         },
-        "baseline": {"statistic": cfg.baseline, "scale_floor": cfg.scale_floor, "blur": cfg.baseline_blur},
+        "baseline": {"motion_cues": f"median; q{cfg.baseline_quantile:g} of active frames "
+                                    f"(occupancy > {cfg.active_share:g}), row prior {cfg.row_prior:g}",
+                     "scene_cues": f"median; q0.99, floors occupancy {cfg.occupancy_floor:g}, "
+                                   f"dwell {cfg.dwell_floor:g} s",
+                     "dwell_border": cfg.dwell_border},
         "calibration": calibration,
     }

@@ -298,8 +298,11 @@ CASES = [
     Bad("pretext unknown", rf"{META}: pretext: must be one of", config=MODEL_CAMERA, model=edit(pretext="guess")),
     Bad("smoothing = -5", rf"{META}: smoothing: must be a finite number in \(0, 1\]", config=MODEL_CAMERA,
         model=edit(smoothing=-5)),
-    Bad("top_k = 100000", rf"{META}: top_k: must be an integer in 1\.\.35", config=MODEL_CAMERA,
-        model=edit(top_k=100000)),
+    Bad("region = 100000", rf"{META}: region: must be an integer in 1\.\.5", config=MODEL_CAMERA,
+        model=edit(region=100000)),
+    Bad("scene = 'yes'", rf"{META}: scene: must be true or false", config=MODEL_CAMERA, model=edit(scene="yes")),
+    Bad("cue_weights of the old three cues", rf"{META}: cue_weights: must be 6 numbers", config=MODEL_CAMERA,
+        model=edit(cue_weights=[0.0, 0.5, 1.0])),
     Bad("fps = 0", rf"{META}: fps: must be a finite number", config=MODEL_CAMERA, model=edit(fps=0)),
     Bad("color = 'yes'", rf"{META}: color: must be true or false", config=MODEL_CAMERA, model=edit(color="yes")),
     Bad("files = []", rf"{META}: files: must be a non-empty table", config=MODEL_CAMERA, model=edit(files=[])),
@@ -317,8 +320,10 @@ CASES = [
         config=MODEL_CAMERA, model=edit(calibration__floor=0.9)),
     Bad("threshold edited and re-signed", r"model\.pt: calibration\.floor: metadata\.json says 0\.9, the module holds 2",
         config=MODEL_CAMERA, model=edit(resign=True, calibration__floor=0.9)),
-    Bad("top_k edited and re-signed", r"model\.pt: top_k: metadata\.json says 3, the module holds 16",
-        config=MODEL_CAMERA, model=edit(resign=True, top_k=3)),
+    Bad("region edited and re-signed", r"model\.pt: region: metadata\.json says 2, the module holds 3",
+        config=MODEL_CAMERA, model=edit(resign=True, region=2)),
+    Bad("scene edited and re-signed", r"model\.pt: scene: metadata\.json says False, the module takes scene",
+        config=MODEL_CAMERA, model=edit(resign=True, scene=False)),
     Bad("a file not in the manifest", rf"{META}: files: notes\.txt is in the directory but not in the manifest",
         config=MODEL_CAMERA, model=in_model("notes.txt", b"hello")),
     Bad("model.pt truncated", r"model\.pt: checksum does not match", config=MODEL_CAMERA, model=truncate_model),
@@ -386,7 +391,7 @@ def write_clip(path: Path, size: tuple[int, int], frames: int = 8) -> Path:
 def shared(tmp_path_factory: pytest.TempPathFactory, vtest: Path) -> dict[str, Path]:
     """Made once: a 4:3 clip the demo model fits, a tiny model to copy, a throwaway key pair."""
     root = tmp_path_factory.mktemp("bad-inputs")
-    config = tiny_config(top_k=16)
+    config = tiny_config()
     det, slicer = build_detector(config)
     model = export_tiny(det, config, slicer, root / "model")
     pki = root / "pki"

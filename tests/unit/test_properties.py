@@ -155,7 +155,7 @@ def test_any_json_is_refused_in_one_line(meta: Any) -> None:
 
 
 @FAST
-@given(changes=st.dictionaries(st.sampled_from([*REQUIRED, "top_k", "color", "extra"]), json_values,
+@given(changes=st.dictionaries(st.sampled_from([*REQUIRED, "region", "color", "extra"]), json_values,
                                min_size=1, max_size=3))
 def test_valid_metadata_with_keys_replaced_is_checked_or_refused_in_one_line(
         changes: dict[str, Any]) -> None:
@@ -169,7 +169,7 @@ def test_valid_metadata_with_keys_replaced_is_checked_or_refused_in_one_line(
     cal = meta["calibration"]
     assert all(math.isfinite(cal[k]) for k in ("a", "beta", "floor", "fps")) and cal["beta"] > 0
     assert 0 < meta["smoothing"] <= 1 and 3 <= meta["window"] <= 32
-    assert 1 <= meta.get("top_k", 1) <= meta["grid"][0] * meta["grid"][1]
+    assert 1 <= meta.get("region", 1) <= min(meta["grid"])
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -48,11 +48,12 @@ def test_frames_prepared_in_capture_score_as_frames_prepared_by_the_scorer(vtest
     det, slicer = build_detector(cfg)
     meta = {"working_size": [cfg.width, cfg.height], "color": color, "motion": True}
     raw = [f for _, f in zip(range(12), iter_frames(vtest))]
-    prepare = FramePreparer.for_model(meta)
+    prepare = FramePreparer.for_detector(meta, det)
     prepared = np.stack([prepare(f) for f in raw])
     plain = np.stack([Preprocessor.for_model(meta)(f) for f in raw])
-    assert prepared.shape[1] == plain.shape[1] + 2 and np.abs(prepared[1:, -2:]).max() > 0
-    assert not prepared[0, -2:].any()  # the first frame of a connection has no motion
-    a = WindowScorer(det, slicer, 0.5, torch.device("cpu"), frames_carry_motion=True).push(prepared)
+    flow = slice(plain.shape[1], plain.shape[1] + 2)
+    assert prepared.shape[1] == plain.shape[1] + 2 + 2 and np.abs(prepared[1:, flow]).max() > 0
+    assert not prepared[0, flow].any()  # the first frame of a connection has no motion
+    a = WindowScorer(det, slicer, 0.5, torch.device("cpu"), frames_prepared=True).push(prepared)
     b = WindowScorer(det, slicer, 0.5, torch.device("cpu")).push(plain)
     np.testing.assert_allclose(a.score, b.score, rtol=1e-5, atol=1e-6)

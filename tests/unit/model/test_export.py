@@ -11,7 +11,7 @@ import torch
 from conftest import build_detector, frames, tiny_config
 
 from stream_detector.errors import ModelError
-from stream_detector.model import runtime
+from stream_detector.model import CUES, runtime
 from stream_detector.model.manifest import sign
 
 
@@ -20,12 +20,16 @@ def test_torchscript_round_trip_matches_eager(tmp_path: Path, pretext: str) -> N
     det, slicer = build_detector(tiny_config(pretext=pretext))
     scripted = torch.jit.script(det)
     gray = frames(6)
-    motion = np.random.default_rng(3).normal(0, 1, (6, 2, 48, 64)).astype(np.float32)
-    x = torch.from_numpy(np.concatenate([gray[:, None], motion], 1))
+    rng = np.random.default_rng(3)
+    motion = rng.normal(0, 1, (6, 2, 48, 64)).astype(np.float32)
+    scene = np.stack([rng.random((6, 48, 64)) < 0.3, rng.uniform(0, 5, (6, 48, 64))], 1).astype(np.float32)
+    x = torch.from_numpy(np.concatenate([gray[:, None], motion, scene], 1))
     feats = det.encode(x)
     args = (x, feats, torch.tensor([[0, 1, 2, 3], [2, 3, 4, 5]]))
     eager = det(*args)
-    assert eager.cell_error.shape == (2, 3, *slicer.grid)
+    assert eager.cell_error.shape == (2, len(CUES), *slicer.grid)
+    assert (eager.cell_error[:, CUES.index("heading")] > 0).any()  # every cue measured
+    assert (eager.cell_error[:, CUES.index("dwell")] > 0).any()
     torch.testing.assert_close(scripted(*args).cell_score, eager.cell_score)
     path = tmp_path / "m.pt"
     scripted.save(str(path))

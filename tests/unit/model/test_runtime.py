@@ -26,7 +26,7 @@ from stream_detector.errors import ModelError, SourceError
 from stream_detector.model import runtime
 from stream_detector.model.export import METADATA_FILE, MODEL_FILE
 from stream_detector.model.manifest import sign
-from stream_detector.offline.fit import fit_tail, onset_rate
+from stream_detector.offline.baseline import fit_tail, onset_rate
 
 
 def test_load_checks_metadata_and_checksum(tiny_model_dir: Path) -> None:
@@ -39,7 +39,7 @@ def test_load_checks_metadata_and_checksum(tiny_model_dir: Path) -> None:
     with pytest.raises(ModelError, match="signature: does not match the metadata"):
         runtime.load(tiny_model_dir, "cpu")  # any edit breaks the seal
     sign(tiny_model_dir)  # re-signed: the module's baseline still disagrees with the JSON
-    with pytest.raises(ModelError, match=r"center: baseline shape \(3, 5, 7\) does not match"):
+    with pytest.raises(ModelError, match=r"center: baseline shape \(6, 5, 7\) does not match"):
         runtime.load(tiny_model_dir, "cpu")
     meta_path.write_text(json.dumps({**meta, "working_size": [96, 48]}))
     sign(tiny_model_dir)
@@ -98,16 +98,14 @@ def test_cuda_scores_match_cpu(tiny_model_dir: Path) -> None:
 
 def demo_model_input(limit: int) -> np.ndarray:
     """The first frames of the demo video as the demo model sees them (with motion)."""
-    meta = runtime.read_metadata(DEFAULT_MODEL)
-    prepare = FramePreparer.for_model(meta)
+    prepare = FramePreparer.for_model(runtime.load(DEFAULT_MODEL, "cpu"))
     return np.stack([prepare(f) for f in iter_frames(DEMO_VIDEO, limit=limit)])
 
 
 def assert_close_to_float32(reference: runtime.LoadedModel, other: runtime.LoadedModel, x: np.ndarray) -> None:
     """Scores within 0.01 (the demo threshold is 6.6, normal scores ~0-2), cells within 0.05."""
     def scored(m: runtime.LoadedModel) -> Any:
-        return WindowScorer(m.module, m.slicer, m.smoothing, m.device, top_k=16,
-                            frames_carry_motion=True).push(x)
+        return WindowScorer(m.module, m.slicer, m.smoothing, m.device, frames_prepared=True).push(x)
     a, b = scored(reference), scored(other)
     np.testing.assert_allclose(b.score, a.score, atol=0.01)
     np.testing.assert_allclose(b.cell_score, a.cell_score, atol=0.05)
@@ -141,9 +139,9 @@ def test_cuda_half_precision_and_joint_calls_match_cpu_float32() -> None:
     gpu = runtime.load(DEFAULT_MODEL, "cuda")
     assert gpu.precision == "fp16"  # auto on CUDA
     assert_close_to_float32(cpu, gpu, x)
-    alone = WindowScorer(cpu.module, cpu.slicer, cpu.smoothing, cpu.device, top_k=16,
-                         frames_carry_motion=True).push(x[:20])
-    joint = [WindowScorer(gpu.module, gpu.slicer, gpu.smoothing, gpu.device, top_k=16, bank=gpu.bank)
+    alone = WindowScorer(cpu.module, cpu.slicer, cpu.smoothing, cpu.device,
+                         frames_prepared=True).push(x[:20])
+    joint = [WindowScorer(gpu.module, gpu.slicer, gpu.smoothing, gpu.device, frames_prepared=True, bank=gpu.bank)
              for _ in range(3)]
     out = score_together(joint, [x[:20], x[20:], x[:20]])  # pinned host memory, one call
     np.testing.assert_allclose(out[0].score, alone.score, atol=0.01)

@@ -1,4 +1,4 @@
-"""Fitting: per-cell baselines, random segments within the planned steps, calibration blocks held
+"""Fitting: random segments within the planned steps, calibration blocks held
 back and spread over the footage.
 """
 
@@ -6,20 +6,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from stream_detector.offline.fit import cell_baseline
-
-
-def test_baseline_statistics_per_cell() -> None:
-    rng = np.random.default_rng(0)
-    errors = np.stack([rng.normal(1.0, 0.1, 5000), rng.normal(5.0, 2.0, 5000)], 1).reshape(5000, 1, 2)
-    center, scale = cell_baseline(errors, "mean_std", floor=0.0)
-    np.testing.assert_allclose(center[0], [1.0, 5.0], atol=0.1)
-    np.testing.assert_allclose(scale[0], [0.1, 2.0], rtol=0.1)
-    _, floored = cell_baseline(errors, "mean_std", floor=1.0)  # at least the median scale (1.05)
-    assert floored[0, 0] == pytest.approx(np.median(scale), rel=1e-3)
-    med, q = cell_baseline(errors, "quantile", floor=0.0)
-    assert med[0, 1] == pytest.approx(5.0, abs=0.1) and q[0, 1] == pytest.approx(2.0 * 2.326, rel=0.1)
 
 
 def test_random_segment_offsets_never_exceed_the_planned_steps() -> None:
