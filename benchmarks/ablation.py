@@ -1,122 +1,143 @@
-"""Ablation of the score's cues on a labelled set: each cue alone, the learned model alone, combined.
+"""Ablation of the score's cues on a labelled set: each cue alone, the learned model alone, all combined.
 
-Fits the network once (the package's own `fit` steps: same split, same training, same baselines),
-keeps the raw per-cell cues of the training blocks, the held-back calibration blocks and every test
-clip, then re-scores them under several cue weightings and top-k without retraining. Prints one row per setting: causal
-and literature-protocol frame AUC and the threshold calibrated for 1 false alarm/h.
+Takes a model fitted by `stream-detector fit` (its network, scene prior, headings and baselines
+stay as fitted), keeps the raw per-cell cues of its held-back calibration blocks, its training
+blocks and every test clip, then scores them again under several cue weightings through the
+module's own `score_cells`: per setting, the threshold is calibrated again on the held-back blocks
+(1 false alarm per hour) and the set is measured as `eval` does: causal and literature-protocol
+frame AUC, labelled episodes that raise an event at that threshold (the daemon's default event
+settings), false-alarm onsets on normal frames; for a scenario kit (clips named <type>_<n>), the
+episodes alarmed per type.
 
-    python benchmarks/ablation.py --data ../shared/data/ucsd_ped2 --cues runs/ped2-cues.npz \
-        [--detector '{"pretext": "motion"}']
+    python benchmarks/ablation.py --model runs/ped2 --data ../shared/data/ucsd_ped2 \\
+        --cues runs/ped2-cues.npz [--train DIR]   # train: the footage it was fitted on (DATA/train)
 
-Uses test labels only to compare the few settings printed; the defaults were chosen from them.
+Uses test labels only to compare the settings printed.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from stream_detector.capture import iter_frames
-from stream_detector.config import DetectorConfig
-from stream_detector.detect import MotionField, Preprocessor, ema, frame_scores, with_motion
-from stream_detector.model import CUES, SpacetimeSlicer, threshold_for
+from stream_detector.config import CameraConfig, DetectorConfig
+from stream_detector.detect import EventTracker, Preprocessor, WindowScorer, ema, policy_for
+from stream_detector.messages import FrameScore
+from stream_detector.model import CUES, load, threshold_for
 from stream_detector.offline import (
-    Clip,
-    assemble_detector,
+    Alarm,
     clip_cues,
-    combine,
-    cue_baseline,
     fit_tail,
     literature_scores,
     load_footage,
     load_labelled,
     roc_auc,
-    train_network,
 )
+from stream_detector.offline.evaluation import operator_metrics
 
-SETTINGS = [  # (label, cue weights: appearance error, motion error, speed)
-    ("appearance error alone", (1.0, 0.0, 0.0)),
-    ("motion error alone (learned model)", (0.0, 1.0, 0.0)),
-    ("speed alone (per-cell flow statistic)", (0.0, 0.0, 1.0)),
-    ("learned model: appearance + motion error", (1.0, 1.0, 0.0)),
-    ("all three", (1.0, 1.0, 1.0)),
-    ("motion error + speed", (0.0, 1.0, 1.0)),
-    ("motion error x0.5 + speed (the default)", (0.0, 0.5, 1.0)),
+SETTINGS = [  # (label, {cue: weight}); cues not named weigh 0
+    ("motion error alone (the learned model)", {"motion_error": 1.0}),
+    ("speed alone", {"speed": 1.0}),
+    ("heading alone", {"heading": 1.0}),
+    ("occupancy alone", {"occupancy": 1.0}),
+    ("dwell alone", {"dwell": 1.0}),
+    ("motion error x0.5 + speed (the previous release's cues)", {"motion_error": 0.5, "speed": 1.0}),
+    ("all but the learned model", {"speed": 1.0, "heading": 0.5, "dwell": 1.0}),
+    ("all combined (the default)", None),
+    ("default + occupancy x0.5", {"occupancy": 0.5}),
 ]
 
 
-def dump(data: Path, out: Path, cfg: DetectorConfig) -> None:
-    footage = load_footage([data / "train"], cfg)
-    net, _ = train_network(footage.train, cfg, torch.device("cpu"))
-    w, h = footage.working_size
-    slicer = SpacetimeSlicer(w, h, cfg.window, cfg.cell, cfg.cell_stride)
-    det = assemble_detector(net, slicer, cfg).eval()
-    cal = clip_cues(det, slicer, footage.calibration, cfg, torch.device("cpu"))
-    seen = clip_cues(det, slicer, footage.train, cfg, torch.device("cpu"), "training blocks")
-    prep = Preprocessor(w, h, cfg.color)
-    test = {}
+def dump(model_dir: Path, data: Path, train: Path, out: Path) -> None:
+    """The raw cues of the fit's held-back and training blocks and of every test clip."""
+    model = load(model_dir, "cpu")
+    cfg = DetectorConfig(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in model.metadata["detector"].items()})
+    footage = load_footage([train], cfg)  # the same blocks, split and channels as the fit's
+    det, device = model.module, torch.device("cpu")
+    arrays = {f"cal{i}": c for i, c in enumerate(clip_cues(det, model.slicer, footage.calibration, cfg, device))}
+    arrays.update({f"seen{i}": c for i, c in enumerate(
+        clip_cues(det, model.slicer, footage.train, cfg, device, "training blocks"))})
+    prep = Preprocessor.for_model(model.metadata)
     for clip in load_labelled(data):
         frames = np.stack([prep(f) for f in iter_frames(clip.path)])
-        if cfg.motion:
-            frames = with_motion(frames, MotionField())
-        test[clip.name] = clip_cues(det, slicer, [Clip(clip.name, frames, (0, 0))], cfg,
-                                           torch.device("cpu"))[0]
-    np.savez(out, fps=footage.fps, **{f"cal{i}": c for i, c in enumerate(cal)},
-             **{f"seen{i}": c for i, c in enumerate(seen)},
-             **{f"test_{k}": v for k, v in test.items()})
+        arrays[f"test_{clip.name}"] = WindowScorer(det, model.slicer, cfg.smoothing, device).push(frames).cell_error
+        print("scored", clip.name, flush=True)
+    np.savez(out, fps=footage.fps, **arrays)
 
 
-def score(cues: np.ndarray, center: np.ndarray, scale: np.ndarray, weights: np.ndarray, top_k: int,
-          smoothing: float) -> np.ndarray:
-    return ema(frame_scores(combine(cues, center, scale, weights), top_k), smoothing)
+def replay(name: str, scores: np.ndarray, fps: float, threshold: float) -> list[Alarm]:
+    """The events the daemon's tracker (default camera settings) raises on one clip's scores."""
+    tracker = EventTracker(name, policy_for(threshold, CameraConfig(source=name)))
+    alarms, opened = [], None
+    cells = np.zeros((1, 1), np.float32)
+    for i, s in enumerate(scores):
+        t = i / fps
+        for ev in tracker.observe(FrameScore(name, i, t, t, t, float(s), float(s), False, cells, None)):
+            if ev.type == "start":
+                opened = (int(round(ev.start_stream * fps)), i)
+            elif ev.type == "end" and opened is not None:
+                alarms.append(Alarm(name, opened[0], opened[1], i))
+                opened = None
+    if opened is not None:
+        alarms.append(Alarm(name, opened[0], opened[1], len(scores) - 1))
+    return alarms
 
 
-def table(data: Path, dumped: Path, cfg: DetectorConfig) -> None:
+def table(model_dir: Path, data: Path, dumped: Path) -> None:
+    model = load(model_dir, "cpu")
+    det, meta = model.module, model.metadata
+    default = det.weights.clone()
     z = np.load(dumped)
-    fps = float(z["fps"])
-    cal = [z[k] for k in z.files if k.startswith("cal")]
-    seen = [z[k] for k in z.files if k.startswith("seen")]
+    fps, warm = float(z["fps"]), int(meta["window"]) - 1
+    cal = [torch.from_numpy(z[k]) for k in z.files if k.startswith("cal")]
     clips = load_labelled(data)
-    test = [z[f"test_{c.name}"] for c in clips]
-    labels = np.concatenate([c.labels for c in clips])
-    full = np.concatenate([c[cfg.window - 1:] for c in cal])
-    print(f"{data.name}: cues {', '.join(CUES)}; calibration {len(full)} frames; "
-          f"scale_floor {cfg.scale_floor}, blur {cfg.baseline_blur}, smoothing {cfg.smoothing}")
-    print("| setting | top_k | causal AUC | literature AUC | threshold (1/h) |")
-    print("| --- | --- | --- | --- | --- |")
-    if seen:
-        center, scale = cue_baseline(full, np.concatenate([c[cfg.window - 1:] for c in seen]), cfg)
-    else:  # a dump without training-block cues: every baseline from the held-back blocks
-        print("(no training-block cues in this dump: speed's baseline from the held-back blocks too)")
-        center, scale = cue_baseline(full, full[:0], cfg)
+    test = [torch.from_numpy(z[f"test_{c.name}"]) for c in clips]
+    names, labels = [c.name for c in clips], [c.labels for c in clips]
+    kinds = sorted({n.rsplit("_", 1)[0] for n in names}) if all("_" in n for n in names) else []
+    keep = torch.ones_like(det.dwell_mask)
+    print(f"{data.name}: model {model_dir.name}, cues {', '.join(CUES)}, default weights "
+          f"{[round(float(w), 2) for w in default]}, calibration {sum(len(c) - warm for c in cal)} frames")
+    head = "| setting | causal AUC | literature AUC | threshold (1/h) | episodes alarmed | false-alarm onsets |"
+    print(head + "".join(f" {k} |" for k in kinds))
+    print("|" + " --- |" * (6 + len(kinds)))
     for label, weights in SETTINGS:
-        w = np.asarray(weights, np.float32)
-        if not any(full[:, k].any() for k in np.nonzero(w)[0]):  # e.g. no appearance error: no row
-            continue
-        for k in sorted({4, cfg.top_k, 16}):
-            ours = [score(t, center, scale, w, k, cfg.smoothing) for t in test]
-            normal = [score(c, center, scale, w, k, cfg.smoothing) for c in cal]
-            causal = roc_auc(np.concatenate(ours), labels)
-            lit = roc_auc(np.concatenate(literature_scores(ours)), labels)
-            thr = threshold_for(fit_tail(normal, fps), 1.0)
-            print(f"| {label} | {k} | {causal:.4f} | {lit:.4f} | {thr:.2f} |", flush=True)
+        w = default.clone() if weights is None or label.startswith("default +") else torch.zeros_like(default)
+        for cue, value in (weights or {}).items():
+            w[CUES.index(cue)] = value
+        det.weights.copy_(w)
+        score = [ema(det.score_cells(c, keep)[1].numpy(), float(meta["smoothing"])) for c in test]
+        normal = [ema(det.score_cells(c, keep)[1].numpy(), float(meta["smoothing"]))[warm:] for c in cal]
+        threshold = threshold_for(fit_tail(normal, fps), 1.0)
+        y = np.concatenate(labels)
+        alarms = [a for n, s in zip(names, score) for a in replay(n, s, fps, threshold)]
+        op = operator_metrics(names, labels, alarms, fps)
+        row = (f"| {label} | {roc_auc(np.concatenate(score), y):.4f} | "
+               f"{roc_auc(np.concatenate(literature_scores(score)), y):.4f} | {threshold:.2f} | "
+               f"{op.alarmed} of {len(op.episodes)} | {len(op.false_alarms)} |")
+        for kind in kinds:
+            ep = [e for e in op.episodes if e.clip.rsplit("_", 1)[0] == kind]
+            fa = [a for a in op.false_alarms if a.clip.rsplit("_", 1)[0] == kind]
+            row += f" {sum(e.alarmed for e in ep)}/{len(ep)}" + (f" ({len(fa)} fa)" if fa else "") + " |"
+        print(row, flush=True)
+    det.weights.copy_(default)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="labelled set: train/, test/, labels.json")
+    p.add_argument("--model", type=Path, required=True, help="a model directory written by fit")
+    p.add_argument("--data", type=Path, required=True, help="labelled set: test/, labels.json")
+    p.add_argument("--train", type=Path, help="the footage the model was fitted on (default DATA/train)")
     p.add_argument("--cues", type=Path, required=True, help="cue dump (.npz), written when missing")
-    p.add_argument("--detector", default="{}", help="JSON of [detector] settings over the defaults")
     args = p.parse_args()
-    cfg = DetectorConfig(**json.loads(args.detector))
     if not args.cues.exists():
         args.cues.parent.mkdir(parents=True, exist_ok=True)
-        dump(args.data, args.cues, cfg)
-    table(args.data, args.cues, cfg)
+        dump(args.model, args.data, args.train or args.data / "train", args.cues)
+    table(args.model, args.data, args.cues)
 
 
 if __name__ == "__main__":

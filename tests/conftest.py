@@ -54,7 +54,7 @@ TINY_CALIBRATION = {"a": 5.0, "beta": 1.0, "floor": 2.0, "fps": 10.0}
 
 def tiny_config(**kw: object) -> DetectorConfig:
     base = dict(width=64, height=48, window=4, cell=16, cell_stride=8, channels=8, temporal_channels=4,
-                epochs=1, batch_size=8)
+                epochs=1, batch_size=8, learn_seconds=0.5)
     base.update(kw)
     return DetectorConfig(**base)  # type: ignore[arg-type]
 
@@ -65,7 +65,7 @@ def build_detector(cfg: DetectorConfig) -> tuple[SpacetimeDetector, SpacetimeSli
     prior = None
     if cfg.scene:  # a flat gray scene, so the scene channels are exercised too
         prior = ScenePrior(np.full((cfg.height, cfg.width), 128, np.float32),
-                           np.full((cfg.height, cfg.width), 3, np.float32), 10.0, learn_seconds=0.3)
+                           np.full((cfg.height, cfg.width), 3, np.float32), 10.0)
     det = assemble_detector(build_network(cfg), slicer, cfg, prior)
     det.weights.fill_(1.0)  # every cue counts, so tests see appearance and motion alike
     det.heading_weight.fill_(0.5)  # every heading half unusual: the heading cue measures something

@@ -5,7 +5,7 @@ per connection, beside its MotionField, and fitting runs the same code over each
 
 from __future__ import annotations
 
-import math
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ class ScenePrior:
     fps: float
     learn_seconds: float = 3.0  # the stream's own background: the median of its first seconds
     adapt_seconds: float = 120.0  # then it follows slow change (light) where nothing stands
-    still_seconds: float = 1.0  # a pixel is still when it matches its own recent past (an EMA)
+    still_seconds: float = 1.0  # a pixel is still when it matches itself this long ago
 
     @property
     def threshold(self) -> np.ndarray:
@@ -50,12 +50,14 @@ def fit_prior(gray: np.ndarray, fps: float, **times: float) -> ScenePrior:
 
 def normalised(x: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """x with the reference's brightness and contrast (medians of a subsample): a global light
-    change or the camera's exposure must not look like foreground."""
+    change or the camera's exposure must not look like foreground. The contrast gain stays within
+    0.5..2 (no light change is larger between two adaptations; a flat picture has no contrast to
+    measure)."""
     xs, rs = x[::2, ::2], reference[::2, ::2]
     xm, rm = float(np.median(xs)), float(np.median(rs))
     xd = max(1.0, float(np.median(np.abs(xs - xm))))
     rd = max(1.0, float(np.median(np.abs(rs - rm))))
-    return ((x - xm) * (rd / xd) + rm).astype(np.float32)
+    return ((x - xm) * min(2.0, max(0.5, rd / xd)) + rm).astype(np.float32)
 
 
 def _envelope(background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,8 +77,8 @@ class SceneField:
     pass vanish from a median; what stands there when the stream starts is scene), then follows slow
     change where nothing is in front of it. A pixel is foreground when it differs from that
     background and from the fitted one (a background revealed when a thing leaves - a ghost -
-    matches the fitted one). Dwell grows while a foreground pixel is still (it matches its own
-    last second), holds while something moves over it (a walker passing in front of a bag), and
+    matches the fitted one). Dwell grows while a foreground pixel is still (it matches itself
+    `still_seconds` ago: a walker's pixels do not, a slow one's neither), holds while something moves over it (a walker passing in front of a bag), and
     drains three times as fast once the pixel shows the background again. Dwell is eroded over 3x3
     pixels, so a lone noisy pixel never builds one up.
     """
@@ -87,7 +89,7 @@ class SceneField:
         self._fitted = _envelope(prior.background)
         self._learn = max(3, int(round(prior.learn_seconds * prior.fps)))
         self._adapt = 1.0 / max(1.0, prior.adapt_seconds * prior.fps)
-        self._still = 1.0 - math.exp(-1.0 / max(1e-6, prior.still_seconds * prior.fps))
+        self._lag = max(1, int(round(prior.still_seconds * prior.fps)))
         self._step = 1.0 / prior.fps
         self.reset()
 
@@ -95,7 +97,7 @@ class SceneField:
         """Forget the stream: the next frame starts learning its background again."""
         self._seen: list[np.ndarray] = []
         self._background: np.ndarray | None = None
-        self._recent: np.ndarray | None = None
+        self._past: deque[np.ndarray] = deque(maxlen=self._lag)
         self._dwell = np.zeros(self.prior.background.shape, np.float32)
 
     def __call__(self, gray: np.ndarray) -> np.ndarray:
@@ -107,7 +109,6 @@ class SceneField:
 
     def _one(self, frame: np.ndarray) -> np.ndarray:
         x = normalised(frame.astype(np.float32), self.prior.background)
-        self._recent = x.copy() if self._recent is None else self._recent + self._still * (x - self._recent)
         if self._background is None:
             self._seen.append(x)
             if len(self._seen) >= self._learn:
@@ -117,7 +118,9 @@ class SceneField:
         thr = self._threshold
         fg = ((_distance(x, *_envelope(self._background)) > thr)
               & (_distance(x, *self._fitted) > thr))
-        still = np.abs(x - self._recent) < thr
+        still = (np.abs(x - self._past[0]) < thr if len(self._past) == self._lag
+                 else np.zeros(x.shape, bool))
+        self._past.append(x)
         d = self._dwell
         self._dwell = np.where(fg & still, d + self._step,
                                np.where(fg, d, np.maximum(d - 3 * self._step, 0.0))).astype(np.float32)
