@@ -25,7 +25,7 @@ import torch
 
 from stream_detector.capture import iter_frames
 from stream_detector.config import CameraConfig, DetectorConfig
-from stream_detector.detect import EventTracker, Preprocessor, WindowScorer, ema, policy_for
+from stream_detector.detect import EventTracker, Preprocessor, ScoreSmoother, WindowScorer, policy_for
 from stream_detector.messages import FrameScore
 from stream_detector.model import CUES, load, threshold_for
 from stream_detector.offline import (
@@ -110,8 +110,10 @@ def table(model_dir: Path, data: Path, dumped: Path) -> None:
         for cue, value in (weights or {}).items():
             w[CUES.index(cue)] = value
         det.weights.copy_(w)
-        score = [ema(det.score_cells(c, keep)[1].numpy(), float(meta["smoothing"])) for c in test]
-        normal = [ema(det.score_cells(c, keep)[1].numpy(), float(meta["smoothing"]))[warm:] for c in cal]
+        def smoothed(c: torch.Tensor) -> np.ndarray:
+            return ScoreSmoother(float(meta["smoothing"]))(det.score_cells(c, keep)[1].numpy())
+        score = [smoothed(c) for c in test]
+        normal = [smoothed(c)[warm:] for c in cal]
         threshold = threshold_for(fit_tail(normal, fps), 1.0)
         y = np.concatenate(labels)
         alarms = [a for n, s in zip(names, score) for a in replay(n, s, fps, threshold)]

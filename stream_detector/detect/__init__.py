@@ -26,6 +26,7 @@ from stream_detector.detect.preprocess import FramePreparer, Preprocessor, Strea
 from stream_detector.detect.scene import SCENE_CHANNELS, ScenePrior, SceneField, fit_prior
 from stream_detector.detect.scoring import (
     ScoreBatch,
+    ScoreSmoother,
     WindowScorer,
     ema,
     firing_cells,
@@ -48,6 +49,7 @@ __all__ = [
     "SceneField",
     "ScenePrior",
     "ScoreBatch",
+    "ScoreSmoother",
     "Scorer",
     "ScorerFactory",
     "StreamChannels",

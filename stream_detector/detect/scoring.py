@@ -60,7 +60,7 @@ class WindowScorer:
         self.block = self.bank.join()
         weakref.finalize(self, self.bank.leave, self.block)
         self.seen = 0  # frames ever pushed since the last reset: the index of the next one
-        self._ema: float | None = None
+        self._smooth = ScoreSmoother(smoothing)
         # (rows, cols) True = never counts (operator's masks); the frame score is then recomputed
         # by the module from the remaining cells, so the exported model stays camera-independent.
         self.ignore = ignore if ignore is not None and ignore.any() else None
@@ -69,7 +69,7 @@ class WindowScorer:
         """Forget the stream (after a reconnect the old frames are no longer its past)."""
         self.seen = 0
         self.channels.reset()
-        self._ema = None
+        self._smooth = ScoreSmoother(self.smoothing)
 
     def model_input(self, frames: np.ndarray, prepared: bool | None = None) -> np.ndarray:
         """(n, C, H, W) (or (n, H, W) gray) preprocessed frames -> the model's input, with the
@@ -100,8 +100,7 @@ class WindowScorer:
             cells, frame = self.detector.score_cells(torch.from_numpy(cell_error).to(self.device), keep)
             cell_score = np.where(self.ignore, -np.inf, cells.float().cpu().numpy())
             raw = frame.float().cpu().numpy()
-        smooth = ema(raw, self.smoothing, self._ema)
-        self._ema = float(smooth[-1]) if len(smooth) else self._ema
+        smooth = self._smooth(raw)
         warmup = np.arange(first, first + len(raw)) < self.slicer.window - 1
         return ScoreBatch(first, cell_error, cell_score, raw, smooth, warmup)
 
@@ -174,6 +173,27 @@ def firing_cells(cell_score: np.ndarray, threshold: float) -> np.ndarray:
         return mask
     _, labels = cv2.connectedComponents(over, connectivity=8)
     return labels == labels[top]
+
+
+class ScoreSmoother:
+    """A stream's frame score as it is reported: the median of a frame's raw score and the two
+    before it (one frame's glitch - a decoding artefact, the flow of an occlusion - is not an
+    anomaly; what lasts two frames passes), then a causal exponential moving average."""
+
+    def __init__(self, weight: float) -> None:
+        self.weight = weight
+        self._recent: list[float] = []
+        self._ema: float | None = None
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        """The next raw scores of the stream -> their smoothed scores."""
+        steady = np.empty_like(raw)
+        for i, v in enumerate(raw):
+            self._recent = [*self._recent[-2:], float(v)]
+            steady[i] = float(np.median(self._recent))
+        out = ema(steady, self.weight, self._ema)
+        self._ema = float(out[-1]) if len(out) else self._ema
+        return out
 
 
 def ema(raw: np.ndarray, weight: float, start: float | None = None) -> np.ndarray:

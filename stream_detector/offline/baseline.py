@@ -72,25 +72,41 @@ def cue_baselines(held_back: np.ndarray, seen: np.ndarray,
     """Per-cue, per-cell (center, scale) from (n, K, rows, cols) cues of normal footage: z = (cue -
     center) / scale puts every cue on one scale (0 typical, 1 the cell's rare normal high).
 
-    The network's errors are judged on held-back footage only (on its training footage they are
-    optimistically low); measured cues owe nothing to training and use all footage, which matters
-    for the rarely visited cells. Activity (something in the cell) is the occupancy cue.
+    Every cell's baseline is measured on all the footage (held-back and training blocks), since a
+    cell needs many frames with something in it. The network's errors are lower on the blocks it
+    trained on, so a learned cue's baseline is then raised by the factor its errors are higher on
+    the held-back blocks, footage it never saw, as it will never have seen the live stream (one
+    factor for the whole picture: the held-back blocks say how much, all blocks say where).
+    Activity (something in the cell) is the occupancy cue.
     """
     every = np.concatenate([held_back, seen]) if len(seen) else held_back
     occupancy = CUES.index("occupancy")
+    def active(values: np.ndarray) -> np.ndarray:
+        return values[:, occupancy] > cfg.active_share if cfg.scene else np.ones_like(values[:, 0], bool)
     centers, scales = [], []
     for k, name in enumerate(CUES):
-        values = held_back if LEARNED[k] else every
         if name == "occupancy":
-            pair = floored_baseline(values[:, k], cfg.occupancy_floor)
+            center, scale = floored_baseline(every[:, k], cfg.occupancy_floor)
         elif name == "dwell":
-            pair = floored_baseline(values[:, k], cfg.dwell_floor)
+            center, scale = floored_baseline(every[:, k], cfg.dwell_floor)
         else:
-            active = values[:, occupancy] > cfg.active_share if cfg.scene else np.ones_like(values[:, k], bool)
-            pair = active_baseline(values[:, k], active, cfg.baseline_quantile, cfg.row_prior)
-        centers.append(pair[0])
-        scales.append(pair[1])
+            center, scale = active_baseline(every[:, k], active(every), cfg.baseline_quantile, cfg.row_prior)
+            if LEARNED[k] and len(seen):
+                factor = unseen_factor(held_back[:, k][active(held_back)], every[:, k][active(every)],
+                                       cfg.baseline_quantile)
+                center, scale = center * factor, scale * factor
+        centers.append(center)
+        scales.append(scale)
     return np.stack(centers), np.stack(scales)
+
+
+def unseen_factor(held_back: np.ndarray, every: np.ndarray, quantile: float) -> float:
+    """How much higher a learned cue runs on footage the network never trained on: the ratio of
+    its high quantile on the held-back blocks to that on all blocks, within 1..10."""
+    if held_back.size < 20 or every.size < 20:
+        return 1.0
+    ratio = float(np.quantile(held_back, quantile)) / max(float(np.quantile(every, quantile)), 1e-12)
+    return float(min(10.0, max(1.0, ratio)))
 
 
 def heading_weights(flows: np.ndarray, prior: float = 0.02) -> np.ndarray:

@@ -31,8 +31,8 @@ from stream_detector.detect import (
     Preprocessor,
     ScenePrior,
     StreamChannels,
+    ScoreSmoother,
     WindowScorer,
-    ema,
     fit_prior,
     to_gray_u8,
 )
@@ -301,7 +301,7 @@ def fit(sources: Sequence[str | Path], out_dir: Path, cfg: DetectorConfig, devic
     detector.center.copy_(torch.from_numpy(center))
     detector.scale.copy_(torch.from_numpy(scale))
     detector.weights.copy_(torch.from_numpy(weights))
-    smoothed = [ema(frame_score(detector, c), cfg.smoothing)[cfg.window - 1:] for c in cues]
+    smoothed = [ScoreSmoother(cfg.smoothing)(frame_score(detector, c))[cfg.window - 1:] for c in cues]
     calibration = fit_tail([s for s in smoothed if len(s)], footage.fps)
     detector.calibration.copy_(torch.tensor([calibration["a"], calibration["beta"],
                                              calibration["floor"], footage.fps]))

@@ -11,6 +11,7 @@ from conftest import build_detector, frames, tiny_config
 
 from stream_detector.detect import (
     WindowScorer,
+    ScoreSmoother,
     ema,
     score_frames,
     score_together,
@@ -67,6 +68,14 @@ def test_causal_ema() -> None:
     np.testing.assert_allclose(ema(np.array([4.0]), 0.5, start=2.0), [3.0])
 
 
+def test_one_frame_s_glitch_is_not_reported_what_lasts_two_frames_is() -> None:
+    raw = np.array([0.0, 0.0, 9.0, 0.0, 0.0, 9.0, 9.0, 0.0, 0.0])
+    whole = ScoreSmoother(1.0)(raw)  # no EMA: the median of three alone
+    np.testing.assert_allclose(whole, [0, 0, 0, 0, 0, 0, 9, 9, 0])
+    smoother = ScoreSmoother(0.5)  # chunks continue the stream
+    np.testing.assert_allclose(np.concatenate([smoother(raw[:4]), smoother(raw[4:])]), ScoreSmoother(0.5)(raw))
+
+
 def test_streams_scored_together_equal_each_scored_alone() -> None:
     det, slicer = build_detector(tiny_config(pretext="motion"))
     clips = [frames(14, seed=s) for s in (3, 4, 5)]
@@ -109,11 +118,11 @@ def test_a_failed_joint_call_leaves_every_stream_unchanged() -> None:
     a, b = (WindowScorer(faulty, slicer, 0.5, torch.device("cpu"), bank=bank) for _ in range(2))
     xa, xb = a.model_input(frames(12, seed=1)), b.model_input(frames(12, seed=2))
     score_together([a, b], [xa[:5], xb[:5]])
-    kept = (a.seen, b.seen, a._ema, b._ema)
+    kept = (a.seen, b.seen, a._smooth._ema, b._smooth._ema, a._smooth._recent, b._smooth._recent)
     faulty.fail = True
     with pytest.raises(RuntimeError):
         score_together([a, b], [xa[5:], xb[5:]])
-    assert (a.seen, b.seen, a._ema, b._ema) == kept
+    assert (a.seen, b.seen, a._smooth._ema, b._smooth._ema, a._smooth._recent, b._smooth._recent) == kept
     faulty.fail = False
     rest = score_together([a, b], [xa[5:], xb[5:]])[0].score
     whole = WindowScorer(det, slicer, 0.5, torch.device("cpu")).push(frames(12, seed=1)).score
