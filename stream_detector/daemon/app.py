@@ -121,6 +121,7 @@ class Daemon:
         except OSError as exc:
             raise ConfigError(f"{self.cfg.path}: metrics.port: cannot listen on "
                               f"{self.cfg.metrics.host}:{self.cfg.metrics.port} ({exc.strerror})") from None
+        log.info("metrics: serving http://%s:%d/metrics", self.cfg.metrics.host, self.http.port)
         if self.mqtt:
             self.mqtt.start()
         self.publisher.sync_states(last_seq, list(self.cfg.cameras),

@@ -101,7 +101,7 @@ class HttpServer:
             worker = threading.Thread(target=self._work, name=f"{self.name}-worker-{i}", daemon=True)
             worker.start()
             self._workers.append(worker)
-        log.info("http: serving http://%s:%d/", self.host, self._port)
+        log.debug("http: serving http://%s:%d/", self.host, self._port)
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread
