@@ -29,7 +29,7 @@ class Limits:
 
     workers: int = 4              # handler threads: requests beyond wait for one, in order
     max_connections: int = 512    # beyond: the connection idle the longest is closed to make room
-    backlog: int = 128            # the kernel's queue of connections not yet accepted
+    backlog: int = 1024           # the kernel's queue of connections not yet accepted (capped by somaxconn)
     idle_timeout: float = 5.0     # a kept-alive connection waits this long for its next request
     header_timeout: float = 10.0  # request line and headers complete within this
     body_timeout: float = 10.0    # the body complete within this, once the head is in
