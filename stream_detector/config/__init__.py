@@ -17,6 +17,7 @@ from stream_detector.config.daemon import (
     MqttConfig,
     StorageConfig,
     default_daemon_config,
+    host_node_id,
     load_daemon_config,
     parse_daemon_config,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "MqttConfig",
     "StorageConfig",
     "default_daemon_config",
+    "host_node_id",
     "load_daemon_config",
     "load_detector_config",
     "parse_daemon_config",

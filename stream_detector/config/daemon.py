@@ -4,6 +4,8 @@ storage and logging, parsed from one TOML file, and the embedded default (the de
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,10 @@ from stream_detector.errors import ConfigError
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    topic_prefix: str = "stream-detector"
-    client_id: str = ""  # empty: "stream-detector-<hostname>"
+    # Empty: "stream-detector/<node id>", one namespace per host. Set, it is used as written (the
+    # topics of releases before node ids); two hosts must then not share it.
+    topic_prefix: str = ""
+    client_id: str = ""  # empty: "stream-detector-<node id>"
     username: str = ""
     password: str = ""
     qos: int = 1
@@ -32,8 +36,11 @@ class MqttConfig:
     def __post_init__(self) -> None:
         check(bool(self.host), "host", "must not be empty")
         check(0 < self.port < 65536, "port", "must be in 1..65535")
-        check(bool(self.topic_prefix) and not any(c in self.topic_prefix for c in "#+"),
-               "topic_prefix", "must be non-empty without '#' or '+'")
+        check(not any(c in self.topic_prefix for c in "#+"), "topic_prefix",
+               "must not contain '#' or '+'")
+        check(not self.topic_prefix.startswith("/") and not self.topic_prefix.endswith("/")
+              and "//" not in self.topic_prefix, "topic_prefix",
+              "must not start or end with '/' or hold an empty level ('//')")
         check(self.qos in (0, 1, 2), "qos", "must be 0, 1 or 2")
         check(5 <= self.keepalive <= 3600, "keepalive", "must be in 5..3600")
         check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file",
@@ -168,6 +175,16 @@ class InferenceConfig:
         check(0 <= self.linger_ms <= 1000, "linger_ms", "must be in 0..1000")
 
 
+NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def host_node_id() -> str:
+    """This host's default node id: its host name up to the first dot, in the characters MQTT
+    topics and Home Assistant ids allow (read when asked, so a renamed host is seen at start)."""
+    name = socket.gethostname().split(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "localhost"
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     cameras: dict[str, CameraConfig]
@@ -178,10 +195,19 @@ class DaemonConfig:
     device: str = "auto"  # auto | cpu | cuda
     inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
+    # This host in MQTT topics, client id, Home Assistant ids and event payloads; empty: the host name
+    node_id: str = ""
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
         check(bool(self.cameras), "cameras", "configure at least one camera")
+        check(not self.node_id or bool(NODE_ID.fullmatch(self.node_id)), "node_id",
+               "use 1-64 letters, digits, '_' or '-'")
+
+    @property
+    def node(self) -> str:
+        """The node id in use: `node_id`, else this host's name."""
+        return self.node_id or host_node_id()
 
 
 CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
@@ -189,7 +215,7 @@ CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     """Validate a parsed TOML document; `where` (the file) prefixes every message."""
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras"}
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -205,6 +231,9 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     device = doc.get("device", "auto")
     if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
+    node_id = doc.get("node_id", "")
+    if not isinstance(node_id, str) or (node_id and not NODE_ID.fullmatch(node_id)):
+        raise ConfigError(f"{where}: node_id: use 1-64 letters, digits, '_' or '-'")
     enabled = {k: v for k, v in cameras.items() if v.enabled}
     if not enabled:
         raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
@@ -217,6 +246,7 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
         device=device,
         inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference"),
         path=where,
+        node_id=node_id,
     )
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -85,13 +86,15 @@ class Daemon:
         self.mqtt: MqttSink | None = None
         sinks: list[Sink] = [stdout_sink]
         if cfg.mqtt is not None:
-            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), on_state=self._mqtt_state)
+            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), node=cfg.node,
+                                 on_state=self._mqtt_state)
             sinks.append(self.mqtt)
         self.sinks = Sinks(sinks, self.mqtt or stdout_sink, self._delivered)
         self.publisher = Publisher(self.store, self.sinks,
                                    beat=self.heartbeats.beater("publisher"))
         storage = cfg.storage
-        self.writer = Writer(self.store, event_payload, self.metrics, self._stored,
+        self.writer = Writer(self.store, partial(event_payload, host=cfg.node), self.metrics,
+                             self._stored,
                              self.sinks.score,
                              Path(storage.path) / "snapshots" if storage.snapshots else None,
                              Retention(storage.keep_days, storage.keep_mb),
@@ -156,9 +159,11 @@ class Daemon:
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
         models = check_cameras(new, self.cfg.device, self.cfg.inference.precision)  # re-read
-        if (new.mqtt, new.metrics, new.storage, new.device, new.inference) != (
-                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference):
-            log.warning("reload: mqtt, metrics, storage, device and inference changes apply after a restart")
+        if (new.mqtt, new.metrics, new.storage, new.device, new.inference, new.node_id) != (
+                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference,
+                self.cfg.node_id):
+            log.warning("reload: mqtt, metrics, storage, device, inference and node_id changes "
+                        "apply after a restart")
         old = self.cfg.cameras
         self._models = models
         for name in old:
@@ -173,7 +178,8 @@ class Daemon:
             self._start_camera(name, new.cameras[name])
         self.cfg = DaemonConfig(cameras=new.cameras, mqtt=self.cfg.mqtt, metrics=self.cfg.metrics,
                                 storage=self.cfg.storage, logging=new.logging,
-                                device=self.cfg.device, inference=self.cfg.inference, path=new.path)
+                                device=self.cfg.device, inference=self.cfg.inference, path=new.path,
+                                node_id=self.cfg.node_id)
         log.info("reload: %d camera(s) running", len(self._captures))
 
     def liveness(self) -> tuple[bool, dict[str, object]]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import ssl
 import threading
 import time
@@ -18,7 +17,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from stream_detector.config import MqttConfig
+from stream_detector.config import MqttConfig, host_node_id
 from stream_detector.errors import ConfigError
 
 log = logging.getLogger("stream_detector.sinks.mqtt")  # its name before outputs/: tests use it
@@ -27,7 +26,9 @@ ONLINE, OFFLINE = "online", "offline"
 
 
 class MqttSink:
-    """Publishes to `<topic_prefix>/...`. Nothing here blocks for long while the broker is away.
+    """Publishes to `<topic_prefix>/...`, by default `stream-detector/<node>/...`: every host of a
+    fleet in its own namespace (availability, Last Will, client id and Home Assistant ids too).
+    Nothing here blocks for long while the broker is away.
 
     `on_state(connected)` is called from paho's thread on every connect/disconnect (metrics).
     """
@@ -35,7 +36,7 @@ class MqttSink:
     name = "mqtt"
     takes_snapshots = True
 
-    def __init__(self, config: MqttConfig, cameras: Sequence[str], *,
+    def __init__(self, config: MqttConfig, cameras: Sequence[str], *, node: str = "",
                  on_state: Callable[[bool], None] | None = None, ack_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -45,7 +46,8 @@ class MqttSink:
         self._on_state = on_state
         self._ack_timeout = ack_timeout
         self._clock = clock
-        self._prefix = config.topic_prefix
+        self.node = node or host_node_id()
+        self._prefix = config.topic_prefix or f"stream-detector/{self.node}"
         self.available_topic = f"{self._prefix}/available"
         self.events_topic = f"{self._prefix}/events"
         self._lock = threading.Lock()
@@ -53,8 +55,7 @@ class MqttSink:
         self._last_score: dict[str, float] = {}
         self._down_logged = False
         self._stopping = False
-        self._host = socket.gethostname()
-        client_id = config.client_id or f"stream-detector-{self._host}"
+        client_id = config.client_id or f"stream-detector-{self.node}"
         self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                                    client_id=client_id)
         self._client.on_connect = self._handle_connect
@@ -184,10 +185,14 @@ class MqttSink:
     # --- helpers ----------------------------------------------------------------------------------
 
     def discovery_configs(self) -> dict[str, dict[str, Any]]:
-        """Home Assistant MQTT discovery: one binary_sensor and one score sensor per camera."""
-        ha, node, p = self.config.homeassistant_prefix, _node_id(self._prefix), self._prefix
-        host = self._host
-        name = f"stream-detector on {host}" if node == "stream-detector" else f"{node} on {host}"
+        """Home Assistant MQTT discovery: one binary_sensor and one score sensor per camera, on a
+        device per host. A prefix set by the user keeps the ids it had before node ids."""
+        ha, p = self.config.homeassistant_prefix, self._prefix
+        if self.config.topic_prefix:
+            node = _object_id(p)
+            name = f"{'stream-detector' if node == 'stream-detector' else node} on {self.node}"
+        else:
+            node, name = f"stream-detector_{self.node}", f"stream-detector on {self.node}"
         device = {"identifiers": [node], "name": name,
                   "manufacturer": "stream-detector", "model": "video anomaly detector"}
         common = {"availability_topic": self.available_topic, "payload_available": ONLINE,
@@ -232,6 +237,6 @@ class MqttSink:
             self.publish_failures += 1
 
 
-def _node_id(prefix: str) -> str:
+def _object_id(prefix: str) -> str:
     """Home Assistant object ids allow only [a-zA-Z0-9_-]; topic prefixes may contain '/'."""
     return re.sub(r"[^a-zA-Z0-9_-]", "_", prefix)
