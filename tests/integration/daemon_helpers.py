@@ -97,10 +97,13 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 # --- the command line -----------------------------------------------------------------------------
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`stream-detector ARGS...` run to completion (killed after `timeout`)."""
+def cli(*args: str, timeout: float = 120,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`stream-detector ARGS...` run to completion (killed after `timeout`); `env` is added to
+    this process's environment."""
     return subprocess.run([sys.executable, "-m", "stream_detector", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout, check=False)
+                          text=True, cwd=ROOT, timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})
 
 
 def stored_events(config: Path) -> list[dict[str, Any]]:
