@@ -8,6 +8,8 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from stream_detector.config import (
     CameraConfig,
     InferenceConfig,
@@ -26,10 +28,11 @@ def field_names(cls: type) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)}
 
 
-def test_example_config_loads() -> None:
+def test_example_config_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRONT_DOOR_PASSWORD", "s3cret")  # the example keeps it out of the file
     cfg = load_daemon_config(DEPLOY / "config.example.toml")
     assert list(cfg.cameras) == ["front_door"]
-    assert cfg.cameras["front_door"].source.startswith("rtsp://")
+    assert cfg.cameras["front_door"].source == "rtsp://viewer:s3cret@192.0.2.10:554/stream1"
     assert cfg.mqtt is not None and cfg.mqtt.port == 1883
     assert cfg.metrics.port == 9108  # the port deploy/prometheus/prometheus.yml scrapes
     assert cfg.storage.path == "/var/lib/stream-detector"  # the unit's StateDirectory
@@ -39,13 +42,14 @@ def test_example_config_documents_every_key_with_a_valid_value() -> None:
     """Uncommenting every `#key = value` line must still load, and show each field of each table."""
     text = (DEPLOY / "config.example.toml").read_text()
     doc = tomllib.loads(re.sub(r"(?m)^#(?=\[|[a-z_]+ = )", "", text))
-    cfg = parse_daemon_config(doc, "config.example.toml (uncommented)")
+    cfg = parse_daemon_config(doc, "config.example.toml (uncommented)",
+                              {"FRONT_DOOR_PASSWORD": "s3cret"})
     assert set(cfg.cameras) == {"front_door", "workshop"}
     assert set(doc["cameras"]["front_door"]) == field_names(CameraConfig)
     for table, cls in [("mqtt", MqttConfig), ("metrics", MetricsConfig), ("storage", StorageConfig),
                        ("logging", LoggingConfig), ("inference", InferenceConfig)]:
         assert set(doc[table]) == field_names(cls), table
-    assert "device" in doc
+    assert "device" in doc and "node_id" in doc
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:
