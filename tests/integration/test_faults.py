@@ -291,8 +291,12 @@ def test_sighup_announces_added_cameras_to_home_assistant_and_clears_removed_one
             door = f"ha/binary_sensor/{PREFIX}/door_anomaly/config"
             msgs = sub.wait_for(lambda m: any("yard_anomaly" in t for t, _, _ in m)
                                 and (door, b"", False) in m, timeout=30)
+            with subscribed(broker.port, f"{PREFIX}/#") as late:  # what a newcomer is told
+                retained = dict((t, p) for t, p, r in late.wait_for(
+                    lambda m: (f"{PREFIX}/yard/anomaly", b"OFF", True) in m) if r)
         finally:
             daemon.close()
+    assert f"{PREFIX}/door/anomaly" not in retained  # the removed camera's state was cleared
     configs = {t: json.loads(p) for t, p, _ in msgs if p}
     yard = configs[f"ha/binary_sensor/{PREFIX}/yard_anomaly/config"]
     assert yard["state_topic"] == f"{PREFIX}/yard/anomaly"

@@ -135,6 +135,32 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
     store.close()
 
 
+def test_removed_cameras_leave_no_retained_state_or_snapshot_even_if_removed_offline(
+        tmp_path: Path) -> None:
+    # Root, so that mosquitto can write its persistence file under pytest's private folder: the
+    # retained messages must survive the restart for the clear sent on reconnect to matter.
+    (tmp_path / "b").mkdir()
+    with running_broker(tmp_path / "b", extra="user root\n") as broker, \
+            running_sink(config(broker), ["door", "yard", "gate"]) as sink:
+        for cam in ("door", "yard", "gate"):
+            sink.anomaly_state(cam, True)
+            sink.snapshot(cam, b"jpeg of " + cam.encode())
+        with subscribed(broker.port, f"{PREFIX}/gate/snapshot") as sub:
+            sub.wait_for(lambda m: len(m) >= 1)
+        sink.cameras_changed(["door", "gate"])  # yard removed by a reload
+        sink.anomaly_state("yard", False)  # its last event, delivered after the clear
+        broker.stop()
+        wait_until(lambda: not sink.connected)
+        sink.cameras_changed(["door"])  # gate removed while the broker is away
+        broker.start()
+        wait_until(lambda: sink.connected, timeout=20)
+        with subscribed(broker.port, f"{PREFIX}/#") as late:
+            late.wait_for(lambda m: (f"{PREFIX}/door/snapshot", b"jpeg of door", True) in m)
+            time.sleep(0.5)  # anything else retained arrives with it
+            retained = {t for t, _, r in late.messages if r}
+    assert retained == {f"{PREFIX}/available", f"{PREFIX}/door/anomaly", f"{PREFIX}/door/snapshot"}
+
+
 def test_schema_rejects_malformed_payloads() -> None:
     good = next(event_stream(1))[1]
     assert errors(good, SCHEMA) == []
