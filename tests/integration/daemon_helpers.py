@@ -126,16 +126,18 @@ class DaemonProcess:
 
     def __init__(self, config: Path, metrics_port: int, workdir: Path,
                  env: dict[str, str] | None = None, main: list[str] | None = None,
-                 name: str = "daemon") -> None:
+                 name: str = "daemon", wrapper: list[str] | None = None) -> None:
         """`main` replaces `-m stream_detector` (a test script that injects a fault, then runs it);
-        `name` keeps the output files of several daemons in one folder apart."""
+        `name` keeps the output files of several daemons in one folder apart; `wrapper` runs
+        before Python and must exec it (e.g. `unshare -u ...`), so the pid stays the daemon's."""
         self.config = config
         self.port = metrics_port
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, *(main or ["-m", "stream_detector"]), "run", "--config", str(config)],
+                [*(wrapper or []), sys.executable, *(main or ["-m", "stream_detector"]), "run",
+                 "--config", str(config)],
                 stdout=out, stderr=err, cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
