@@ -9,7 +9,8 @@ every pass), `bad_garbage` (a TCP port that sends random bytes) and `bad_silent`
 accepts and never answers). The network cameras use `capture = BACKEND`. /metrics is read every
 0.1 s; for each good camera the longest time without a newly scored frame is reported, then
 SIGTERM is sent and the time to the daemon's exit measured (the bad cameras keep reopening, so
-one is usually mid-open).
+one is usually mid-open). The daemon's child processes (a reader per network connection) and
+their memory (PSS) are read just before.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ class Figures:
     scored: dict[str, int] = field(default_factory=dict)
     sigterm_exit_s: float = 0.0
     log_lines: int = 0
+    children: int = 0  # the daemon's child processes (readers) just before SIGTERM
+    children_pss_mb: float = 0.0  # their proportional set size together
 
 
 class Cameras:
@@ -148,6 +151,8 @@ def run(backend: str, args: argparse.Namespace, workdir: Path, cams: Cameras, cl
         figures.max_gap_s = {cam: round(gap, 2) for cam, gap in gaps.items()}
         figures.scored = {cam: int(last.get(cam, (0, 0))[1]) for cam in GOOD}
         daemon.check_running("during the run")
+        figures.children = len(daemon.children_cpu_seconds())
+        figures.children_pss_mb = round(daemon.children_pss_mb(), 1)
         start = time.monotonic()
         daemon.proc.send_signal(signal.SIGTERM)
         try:
