@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from stream_detector.capture.source import LiveSource
 from stream_detector.credentials import MASK, Scrubber, url_password
@@ -25,6 +26,7 @@ KEEP = 4096  # bytes of a child's stderr kept for messages
 # as a file descriptor it reads: only its user and root can read another process's descriptors,
 # while every local user can list command lines (`ps`).
 Command = Callable[[int], list[str]]  # the child's argv, given the descriptor its secret is on
+T = TypeVar("T")
 
 
 class StderrTail(threading.Thread):
@@ -163,6 +165,18 @@ class ChildSource(LiveSource):
         self._selector.register(proc.stdout.fileno(), selectors.EVENT_READ)
         self._stderr = StderrTail(proc.stderr.fileno(), self._redact_text)
         self._stderr.start()
+
+    def _first_frame(self, read: Callable[[float], T | None], timeout: float) -> T:
+        """The child's first frame, read by `read` within `timeout` seconds; else the child is
+        stopped and its own last words are the SourceError's reason."""
+        frame = read(timeout)
+        if frame is None:
+            reason = (self._stop_reason(self._exit_status())
+                      or f"no frame within {self.open_timeout:g}s")
+            self.close()
+            raise SourceError(f"{self._what()} ({reason})")
+        self._opened_at = time.monotonic()
+        return frame
 
     def _read_exact(self, size: int, timeout: float) -> bytearray | None:
         """`size` bytes from the child's stdout, or None at its end or after `timeout` seconds."""

@@ -95,14 +95,7 @@ class FFmpegSource(ChildSource):
             raise SourceError(f"{self.name}: ffmpeg capture needs {missing}")
         self.width, self.height, self.fps = self._probe()
         self._spawn(self._decode_command, self._script())
-        frame = self._read_frame(self.open_timeout)
-        if frame is None:
-            reason = (self._stop_reason(self._exit_status())
-                      or f"no frame within {self.open_timeout:g}s")
-            self.close()
-            raise SourceError(f"{self._what()} ({reason})")
-        self._pending = frame
-        self._opened_at = time.monotonic()
+        self._pending = self._first_frame(self._read_frame, self.open_timeout)
 
     def _program(self) -> str:
         return "ffmpeg"

@@ -161,14 +161,8 @@ class OpenCVProcessSource(ChildSource):
         # PYTHON* variables, no current directory on its path.
         self._spawn(lambda fd: [sys.executable, "-I", str(READER), str(fd)],
                     json.dumps(spec).encode())
-        frame = self._next(self.open_timeout + 2.0)  # the reader's own timeout decides first
-        if frame is None:
-            reason = (self._stop_reason(self._exit_status())
-                      or f"no frame within {self.open_timeout:g}s")
-            self.close()
-            raise SourceError(f"{self._what()} ({reason})")
-        self._pending = frame
-        self._opened_at = time.monotonic()
+        # The reader's own open timeout decides first; this one is for a reader that hangs.
+        self._pending = self._first_frame(self._next, self.open_timeout + 2.0)
 
     def _next(self, timeout: float) -> np.ndarray | None:
         """The next frame from the reader; an empty array for one it could not decode; None when

@@ -106,6 +106,18 @@ def cli(*args: str, timeout: float = 120,
                           env={**os.environ, **(env or {})})
 
 
+def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """benchmarks/SCRIPT ARGS... run to completion on this checkout's package; its stdout is printed
+    (`pytest -s`, or the captured output of a failure)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, script, *args], cwd=ROOT / "benchmarks", env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 def stored_events(config: Path) -> list[dict[str, Any]]:
     """The event store's rows as `stream-detector events --config FILE` prints them."""
     done = cli("events", "--config", str(config))

@@ -7,27 +7,18 @@ within 3 s while the bad ones are opening. The 40 s figures for both backends: d
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from daemon_helpers import ROOT
+from daemon_helpers import run_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_bad_cameras_never_pause_good_ones_and_sigterm_is_prompt(tmp_path: Path, vtest: Path) -> None:
     out = tmp_path / "stall.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, "capture_stall.py", "--seconds", "12", "--warmup", "4",
-                           "--backends", "opencv", "--source", str(vtest), "--json", str(out)],
-                          cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    print(done.stdout)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_benchmark("capture_stall.py", "--seconds", "12", "--warmup", "4", "--backends", "opencv",
+                  "--source", str(vtest), "--json", str(out))
     (run,) = json.loads(out.read_text())["runs"]
     # Scored at 10 frames/s and sampled every 0.1 s: a pause would be the bad cameras' 10 s opens
     assert all(gap < 1.5 for gap in run["max_gap_s"].values()), run

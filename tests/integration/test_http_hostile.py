@@ -6,27 +6,18 @@ itself, logs next to nothing and scores at full pace. The 200-client figures: do
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from daemon_helpers import ROOT
+from daemon_helpers import run_benchmark
 
 pytestmark = pytest.mark.integration
 
 
 def test_hostile_clients_leave_the_daemon_serving(tmp_path: Path, vtest: Path) -> None:
     out = tmp_path / "hostile.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
-    done = subprocess.run([sys.executable, "http_hostile.py", "--clients", "60", "--seconds", "14",
-                           "--warmup", "1", "--source", str(vtest), "--json", str(out)],
-                          cwd=ROOT / "benchmarks", env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
-    print(done.stdout)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_benchmark("http_hostile.py", "--clients", "60", "--seconds", "14", "--warmup", "1",
+                  "--source", str(vtest), "--json", str(out))
     f = json.loads(out.read_text())["figures"]
     assert f["probes"] >= 30 and f["probe_failures"] == 0
     assert f["threads_max"] <= 60 and f["threads_max"] - f["threads_before"] <= 2
