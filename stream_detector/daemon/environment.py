@@ -87,7 +87,7 @@ def check_storage(storage: StorageConfig, where: str) -> None:
 
 def check_listen(metrics: MetricsConfig, where: str) -> None:
     """The metrics server can listen there: the host is an address of this machine, the port free."""
-    family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET  # as HealthServer does
+    family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET  # as the HTTP server does
     try:
         infos = socket.getaddrinfo(metrics.host, metrics.port, family, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:

@@ -63,6 +63,7 @@ class HttpServer:
         self._workers: list[threading.Thread] = []
         self._conns: dict[int, _Conn] = {}
         self._port = 0
+        self._bug_logged = -Incidents.EVERY
         self.incidents = Incidents()
 
     @property
@@ -192,6 +193,10 @@ class HttpServer:
             self.incidents.add("aborted", f"{client}: {exc.__class__.__name__}")
         except asyncio.CancelledError:
             pass
+        except Exception:  # a bug (a handler's header with a line break): this connection only
+            if time.monotonic() - self._bug_logged >= Incidents.EVERY:
+                self._bug_logged = time.monotonic()
+                log.exception("http: a connection from %s failed", client)
         finally:
             self._conns.pop(key, None)
             writer.transport.abort()  # nothing left to flush: a closed socket frees its buffers now
