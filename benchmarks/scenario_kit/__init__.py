@@ -10,10 +10,11 @@ cast shadows, simple poses, looped gaits): use them to find weaknesses and regre
 report accuracy.
 
     python benchmarks/scenarios.py --out DIR [--scenes vtest,ped2,ped1] [--seed 0] \
-        [--data ../shared/data] [--vtest PATH]
+        [--data ../shared/data] [--vtest PATH] [--types standing,crowd,...]
 
-Modules: scene (learning the scene), compose (sprites, poses, places, rendering), plans (one plan
-per scenario type), build (writing the kit; the command line).
+--types builds only those scenario types (default: all ten); their clips are the same as in a full
+build with the same seed. Modules: scene (learning the scene), compose (sprites, poses, places,
+rendering), plans (one plan per scenario type), build (writing the kit; the command line).
 
 Per scene, DIR/<scene>/ holds (`stream-detector fit --source DIR/<scene>/train` and
 `stream-detector eval --data DIR/<scene>` run on it unchanged):

@@ -74,8 +74,9 @@ def preview(path: Path, frames: list[np.ndarray], labels: list[int], boxes: list
     cv2.imwrite(str(path), sheet, [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
-def build_scene(s: Scene, out: Path, seed: int) -> None:
-    """Learn the scene, then write its train clips, test clips, labels, records and previews."""
+def build_scene(s: Scene, out: Path, seed: int, types: list[str] | None = None) -> None:
+    """Learn the scene, then write its train clips, test clips, labels, records and previews; of
+    the scenario types, only `types` (None: all)."""
     rng = np.random.default_rng([seed, zlib.crc32(s.name.encode())])
     learn_background(s)
     learn_held(s)
@@ -94,6 +95,8 @@ def build_scene(s: Scene, out: Path, seed: int) -> None:
             plan = planner(s, rng)
             n, on = len(plan.labels), np.nonzero(plan.labels)[0]
             start = int(rng.integers(0, max(1, len(s.held) - n + 1)))  # loops only when needed
+            if types is not None and kind not in types:
+                continue  # planned all the same, so that the random draws of the others stay
             frames, boxes = compose(s, plan, start)
             assert len(frames) == len(boxes) == n
             write_video(dst / "test" / f"{stem}.mp4", frames)
@@ -125,11 +128,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="folder with ucsd_ped1/ and ucsd_ped2/ (default: ../shared/data from the "
                          "repository root)")
     ap.add_argument("--vtest", type=Path, default=VTEST, help=f"vtest.avi (default: {VTEST})")
+    ap.add_argument("--types", help="comma-separated scenario types to build (default: all): "
+                    + ", ".join(PLANNERS))
     args = ap.parse_args(argv)
     try:
         names = [n.strip() for n in args.scenes.split(",") if n.strip()]
         if not names or any(n not in PLACES for n in names):
             raise KitError(f"--scenes {args.scenes!r}: choose from vtest, ped2, ped1")
+        types = None if args.types is None else [k.strip() for k in args.types.split(",")
+                                                 if k.strip()]
+        if types is not None and (not types or any(k not in PLANNERS for k in types)):
+            raise KitError(f"--types {args.types!r}: choose from {', '.join(PLANNERS)}")
         if shutil.which("ffmpeg") is None:
             raise KitError("ffmpeg not found on PATH")
         sources = {n: inputs(n, args.data, args.vtest) for n in names}
@@ -144,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             raise KitError(f"{args.out}: not writable ({exc.strerror or exc})") from None
         for n in names:
-            build_scene(load_scene(n, sources[n]), out, args.seed)
+            build_scene(load_scene(n, sources[n]), out, args.seed, types)
     except KitError as exc:
         print(f"scenarios.py: {exc}", file=sys.stderr)
         return 2
