@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -131,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--types", help="comma-separated scenario types to build (default: all): "
                     + ", ".join(PLANNERS))
     args = ap.parse_args(argv)
+    # FFmpeg and OpenCV would print their own lines for an unreadable video; KitError says it once.
+    # Read when the first video is opened, so setting it here, after `import cv2`, is in time.
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     try:
         names = [n.strip() for n in args.scenes.split(",") if n.strip()]
         if not names or any(n not in PLACES for n in names):
