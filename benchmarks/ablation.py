@@ -46,8 +46,9 @@ SETTINGS = [  # (label, {cue: weight}); cues not named weigh 0
     ("occupancy alone", {"occupancy": 1.0}),
     ("dwell alone", {"dwell": 1.0}),
     ("motion error x0.5 + speed (the previous release's cues)", {"motion_error": 0.5, "speed": 1.0}),
-    ("all but the learned model", {"speed": 1.0, "heading": 0.5, "dwell": 1.0}),
-    ("all combined (the default)", None),
+    ("all but the learned model", {"speed": 1.0, "dwell": 1.0}),
+    ("as fitted (the default weights)", None),
+    ("default + heading x0.5", {"heading": 0.5}),
     ("default + occupancy x0.5", {"occupancy": 0.5}),
 ]
 
