@@ -49,7 +49,7 @@ SETTINGS = [  # (label, {cue: weight}); cues not named weigh 0
     ("all but the learned model", {"speed": 1.0, "dwell": 1.0}),
     ("as fitted (the default weights)", None),
     ("default + heading x0.5", {"heading": 0.5}),
-    ("default + occupancy x0.5", {"occupancy": 0.5}),
+    ("default without occupancy", {"occupancy": 0.0}),
 ]
 
 

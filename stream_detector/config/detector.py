@@ -35,10 +35,10 @@ class DetectorConfig:
     still_seconds: float = 1.0  # a foreground pixel is still when it matches its last second
     # Cell score = weighted sum of the cues' z-scores against their per-cell baselines: appearance
     # error, motion error, speed, heading (motion cues), occupancy, dwell (scene cues). Pretext
-    # "motion" has no appearance error; with "predict", give the first weight a value. Heading and
-    # occupancy are measured but weigh 0: on the scenes measured (docs/benchmarks.md) each raised
-    # normal footage more than the anomalies it was meant for.
-    cue_weights: tuple[float, float, float, float, float, float] = (0.0, 0.5, 1.0, 0.0, 0.0, 1.0)
+    # "motion" has no appearance error; with "predict", give the first weight a value. Heading is
+    # measured but weighs 0: on the scenes measured (docs/benchmarks.md) it raised normal footage
+    # more than the anomalies it was meant for.
+    cue_weights: tuple[float, float, float, float, float, float] = (0.0, 0.5, 1.0, 0.0, 0.5, 1.0)
     holdout: float = 0.25  # share of the footage held back from training to set baseline + threshold
     epochs: int = 12
     batch_size: int = 32
