@@ -107,7 +107,7 @@ def table(model_dir: Path, data: Path, dumped: Path) -> None:
     print(head + "".join(f" {k} |" for k in kinds))
     print("|" + " --- |" * (6 + len(kinds)))
     for label, weights in SETTINGS:
-        w = default.clone() if weights is None or label.startswith("default +") else torch.zeros_like(default)
+        w = default.clone() if weights is None or label.startswith("default") else torch.zeros_like(default)
         for cue, value in (weights or {}).items():
             w[CUES.index(cue)] = value
         det.weights.copy_(w)
