@@ -111,3 +111,4 @@ class ScoreOut:
 
     camera: str
     score: float
+    wall_time: float = 0.0  # of the frame it scored (0: unknown); for event score timelines

@@ -10,6 +10,7 @@ prepared for the model) into its frame queue, which never makes capture wait.
   factory.py      a camera's sources from its config: backend, scored stream, main stream
   loop.py         CaptureLoop, the per-camera thread (a reader thread decodes beside it)
   main_stream.py  MainStream: the full-resolution stream read for snapshots only, its history
+  recording.py    recorders for event clips: segments in a ring on disk (stream copy or encoded)
   frame_queue.py  FrameQueue: capture -> inference, bounded, drops named and counted
 """
 
@@ -42,6 +43,18 @@ from stream_detector.capture.loop import (
 )
 from stream_detector.capture.main_stream import NEAR, FrameHistory, MainStream
 from stream_detector.capture.opencv import OpenCVSource
+from stream_detector.capture.recording import (
+    SEGMENT_SECONDS,
+    FrameRecorder,
+    FrameTee,
+    Recorder,
+    Segment,
+    SegmentRing,
+    StreamRecorder,
+    clip_dir,
+    recording_kind,
+    ring_dir,
+)
 from stream_detector.capture.source import (
     FrameFilter,
     FrameSource,
@@ -56,6 +69,7 @@ __all__ = [
     "DEMO_SOURCE",
     "DEMO_VIDEO",
     "NEAR",
+    "SEGMENT_SECONDS",
     "VIDEO_SUFFIXES",
     "Backoff",
     "CaptureLoop",
@@ -67,16 +81,23 @@ __all__ = [
     "FrameHistory",
     "FrameQueue",
     "FrameReceiver",
+    "FrameRecorder",
     "FrameSource",
+    "FrameTee",
     "Injection",
     "LiveSource",
     "MainStream",
     "OpenCVSource",
     "Preparing",
     "RateLimit",
+    "Recorder",
     "ResizedSource",
+    "Segment",
+    "SegmentRing",
+    "StreamRecorder",
     "VideoInfo",
     "capture_backend",
+    "clip_dir",
     "expand_sources",
     "ffmpeg_hwaccels",
     "ffmpeg_missing",
@@ -85,7 +106,9 @@ __all__ = [
     "main_stream_config",
     "open_capture",
     "probe",
+    "recording_kind",
     "redact",
+    "ring_dir",
     "scored_config",
     "source_for",
     "source_kind",

@@ -121,9 +121,17 @@ class CameraConfig:
     # A camera's low-resolution substream, scored instead of `source`; `source` (the main stream)
     # then feeds snapshots only. The model works at ~200 px: decoding 1080p just to score is waste.
     detect_source: str = ""
+    # Event clips: the camera's recent video is kept (network streams copied as they are, other
+    # sources' frames encoded small) so each event's clip runs from pre_capture s before its start
+    # to post_capture s after its end; the end is published once its clip is made.
+    clip: bool = True
+    pre_capture: float = 5.0
+    post_capture: float = 5.0
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
+        check(0 <= self.pre_capture <= 60, "pre_capture", "must be in 0..60 (seconds)")
+        check(0 <= self.post_capture <= 60, "post_capture", "must be in 0..60 (seconds)")
         check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
         check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
         check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",

@@ -17,12 +17,22 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from stream_detector.capture import (
+    SEGMENT_SECONDS,
     CaptureLoop,
     DropPolicy,
     FrameQueue,
+    FrameReceiver,
+    FrameRecorder,
+    FrameTee,
     MainStream,
+    Recorder,
+    SegmentRing,
+    StreamRecorder,
+    clip_dir,
     is_stream_state,
     main_stream_config,
+    recording_kind,
+    ring_dir,
     scored_config,
     source_for,
 )
@@ -44,6 +54,7 @@ from stream_detector.detect import (
 from stream_detector.errors import ConfigError
 from stream_detector.model import LoadedModel, configure_torch
 from stream_detector.outputs import (
+    Clipper,
     EventStore,
     MqttSink,
     Publisher,
@@ -90,11 +101,15 @@ class Daemon:
         self.publisher = Publisher(self.store, self.sinks,
                                    beat=self.heartbeats.beater("publisher"))
         storage = cfg.storage
+        self.clips = Clipper(clip_dir(storage.path), self.metrics.clip_failed,
+                             beat=self.heartbeats.beater("clips"))
+        self._recorders: dict[str, Recorder] = {}
+        self._rings: dict[str, SegmentRing] = {}  # kept across a camera's restart: pending clips
         self.writer = Writer(self.store, event_payload, self.metrics, self._stored,
                              self.sinks.score,
                              Path(storage.path) / "snapshots" if storage.snapshots else None,
                              Retention(storage.keep_days, storage.keep_mb),
-                             beat=self.heartbeats.beater("emitter"))
+                             beat=self.heartbeats.beater("emitter"), clips=self.clips)
         self._cond = threading.Condition()  # shared by every frame queue: the worker sleeps on it
         self.worker = InferenceWorker(self._cond, self.writer.put, self.metrics, self.stop_event,
                                       beat=self.heartbeats.beater("inference"),
@@ -123,6 +138,8 @@ class Daemon:
         self.publisher.sync_states(last_seq, list(self.cfg.cameras),
                                    {name: False for name in self.cfg.cameras})
         self.publisher.start()
+        self.clips.clean()
+        self.clips.start()
         self.writer.start()
         self.worker.start()
         for name, cam in self.cfg.cameras.items():
@@ -140,9 +157,14 @@ class Daemon:
         deadline = time.monotonic() + 3.0
         for capture in captures:  # a hung read may keep one a little longer: it is not waited for
             capture.join(timeout=max(0.0, deadline - time.monotonic()))
+        for recorder in self._recorders.values():  # each lists its last segment as it stops
+            recorder.stop_event.set()
+        for recorder in self._recorders.values():
+            recorder.join(timeout=4.0)
         self.worker.wake()
         self.worker.join(timeout=5.0)  # ends each open event ("stopped") on its way out
-        self.writer.finish(timeout)
+        self.writer.finish(timeout)  # held ends get their clips from what was recorded
+        self.clips.close()
         self.publisher.stop(timeout)
         if self.mqtt:
             self.mqtt.stop()
@@ -209,9 +231,10 @@ class Daemon:
         self.metrics.model_state(name, True)
         self.worker.add(lane)
         stop = threading.Event()
+        receiver = self._start_recorder(name, cfg, queue, scoring_rate(cfg, model))
 
         def make_capture() -> CaptureLoop:
-            return CaptureLoop(name, lambda: source_for(scored_config(cfg)), queue, stop,
+            return CaptureLoop(name, lambda: source_for(scored_config(cfg)), receiver, stop,
                                CaptureMetrics(self.metrics), stale_after=cfg.stale_after,
                                fps_limit=scoring_rate(cfg, model),
                                beat=self.heartbeats.beater(f"capture-{name}"),
@@ -231,6 +254,32 @@ class Daemon:
         self._main[name] = main
         main.start()
         return main
+
+    def _start_recorder(self, name: str, cfg: CameraConfig, queue: FrameQueue[Item],
+                        fps: float) -> FrameReceiver:
+        """The camera's recording for clips; returns where its capture loop hands frames (through
+        the recorder too when its frames are what is recorded)."""
+        kind = recording_kind(cfg.source) if cfg.clip else ""
+        if cfg.clip and not kind:
+            log.warning("camera %s: no clips: they need ffmpeg, which is not installed", name)
+        if not kind:
+            self.clips.camera(name, None)
+            return queue
+        keep = cfg.pre_capture + cfg.min_duration + 2 * SEGMENT_SECONDS + 10.0
+        ring = self._rings.get(name)
+        if ring is None:
+            ring = self._rings[name] = SegmentRing(ring_dir(self.cfg.storage.path, name), keep)
+            ring.clear()  # an earlier run's segments: their index died with it
+        ring.keep = keep
+        self.clips.camera(name, ring, cfg.pre_capture, cfg.post_capture)
+        recorder: Recorder
+        if kind == "copy":
+            recorder = StreamRecorder(name, cfg.source, ring, self.metrics.recorder_state)
+        else:
+            recorder = FrameRecorder(name, ring, self.metrics.recorder_state, fps or 10.0)
+        self._recorders[name] = recorder
+        recorder.start()
+        return FrameTee(queue, recorder) if isinstance(recorder, FrameRecorder) else queue
 
     def supervise(self) -> None:
         """Restart a capture thread that died of a bug: it ends on its own only by design."""
@@ -255,6 +304,11 @@ class Daemon:
         if (main := self._main.pop(name, None)) is not None:
             main.stop(join)
             self.heartbeats.forget(f"capture-{name}/main")
+        if (recorder := self._recorders.pop(name, None)) is not None:
+            recorder.stop_event.set()  # its segments stay for the clip of an event it ends
+            if join:
+                recorder.join(timeout=4.0)
+            self.metrics.recorder_state(name, None)
         self.worker.remove(name)
         self.heartbeats.forget(f"capture-{name}")
         self.metrics.camera_removed(name)

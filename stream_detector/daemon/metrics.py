@@ -102,12 +102,18 @@ class Metrics:
         self._snapshot_failures = counter("snapshot_failures", "Snapshots that could not be saved.")
         self._thread_errors = counter("thread_errors", "Faults caught in a daemon thread's loop.",
                                       ("thread",))
+        self._recorder_up = gauge(  # cameras that keep clips only: not in _per_camera
+            "recorder_up", "1 while the camera's recording for event clips writes segments.")
+        self._clip_failures = counter(
+            "clip_failures", "Event clips that could not be made (no recording, disk full, ...).")
+        self._verdicts_rejected = counter(
+            "verdicts_rejected", "Verdicts refused: unknown event, bad value or body.", ("source",))
         self._per_camera: tuple[Counter | Gauge | Histogram, ...] = (
             self._frames_read, self._frames_dropped, self._frames_scored, self._frames_skipped,
             self._reconnects,
             self._stream_up, self._anomaly_score, self._anomaly_active,
             self._queue_depth, self._model_loaded, self._scoring_latency, self._event_latency,
-            self._scoring_errors, self._snapshot_failures)
+            self._scoring_errors, self._snapshot_failures, self._clip_failures)
         self._store: EventStore | None = None
         self._threads: Callable[[], dict[str, float]] | None = None
         registry.register(_Computed(self))
@@ -261,6 +267,23 @@ class Metrics:
     def snapshot_failed(self, camera: str) -> None:
         self.camera_added(camera)
         self._snapshot_failures.labels(camera).inc()
+
+    def recorder_state(self, camera: str, up: bool | None) -> None:
+        """A camera's clip recording writes (True) or fails (False); None: it stopped (no series)."""
+        if up is None:
+            try:
+                self._recorder_up.remove(camera)
+            except KeyError:
+                pass
+            return
+        self._recorder_up.labels(camera).set(1 if up else 0)
+
+    def clip_failed(self, camera: str) -> None:
+        self.camera_added(camera)
+        self._clip_failures.labels(camera).inc()
+
+    def verdict_rejected(self, source: str) -> None:
+        self._verdicts_rejected.labels(source).inc()
 
     def thread_failed(self, thread: str) -> None:
         self._thread_errors.labels(thread).inc()

@@ -262,7 +262,7 @@ class InferenceWorker(threading.Thread):
             for ev in events:
                 self._out(lane, ev, f.mono_time)
         if scores:
-            self.emit(ScoreOut(lane.name, scores[-1].score))
+            self.emit(ScoreOut(lane.name, scores[-1].score, scores[-1].wall_time))
 
     def _rebuild(self, lane: Lane, w: int, h: int) -> bool:
         """First frame, a resolution change or a fault: a new scorer, or the camera is unfit."""

@@ -4,12 +4,15 @@ stdout), and marks them only once the primary sink has them: a broker outage los
 
   store.py      EventStore: SQLite, the order of everything published; payloads
   writer.py     Writer, the thread that writes: events, snapshots, retention (thread "emitter")
+  clips.py      Clipper, the thread that joins an ended event's recorded segments into its clip
+  event_index.py  one row per event beside the store's messages: listing, filters, verdicts
   snapshots.py  an event's snapshot: the peak frame with heatmap and box, as a JPEG
   publisher.py  Publisher, the thread that sends; Sinks, the configured sinks as one; Sink
   mqtt.py       MqttSink: events, states, scores, snapshots, availability, discovery
   stdout.py     StdoutSink: events as JSON lines
 """
 
+from stream_detector.outputs.clips import Clipper, ClipResult
 from stream_detector.outputs.mqtt import MqttSink
 from stream_detector.outputs.publisher import Publisher, Sink, Sinks
 from stream_detector.outputs.snapshots import renderer_for, scale_box
@@ -25,6 +28,8 @@ from stream_detector.outputs.writer import Renderer, Retention, Writer
 
 __all__ = [
     "FILE_NAME",
+    "ClipResult",
+    "Clipper",
     "EventStore",
     "MqttSink",
     "Publisher",

@@ -43,10 +43,10 @@ class BlockingStore(EventStore):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def append(self, event: Event, payload: dict[str, Any]) -> int:
+    def append(self, event: Event, payload: dict[str, Any], timeline: Any = None) -> int:
         self.entered.set()
         self.release.wait(30)
-        return super().append(event, payload)
+        return super().append(event, payload, timeline)
 
 
 class Always:

@@ -46,11 +46,11 @@ class FailingOnce(EventStore):
 
     failed = False
 
-    def append(self, event: Event, payload: dict[str, Any]) -> int:
+    def append(self, event: Event, payload: dict[str, Any], timeline: Any = None) -> int:
         if not self.failed:
             self.failed = True
             raise RuntimeError("injected emitter fault")
-        return super().append(event, payload)
+        return super().append(event, payload, timeline)
 
 
 def test_a_fault_in_the_emitter_is_counted_and_the_next_event_still_goes(tmp_path: Path) -> None:
