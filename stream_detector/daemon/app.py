@@ -3,7 +3,7 @@
 Threads, one job each: a capture loop per camera (frames and stream-state messages into its queue),
 the inference worker (scores every camera, no I/O), the writer ("emitter": payloads, snapshots,
 the event store, retention), the publisher (store -> sinks, in order), paho's network thread and the
-health server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
+HTTP server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, checks
 from stream_detector.daemon.checks import check_cameras, model_key
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
-from stream_detector.daemon.metrics_server import HealthServer
+from stream_detector.daemon.endpoints import health_routes
 from stream_detector.detect import (
     FramePreparer,
     FrameScorer,
@@ -66,6 +66,7 @@ from stream_detector.outputs import (
     event_payload,
     renderer_for,
 )
+from stream_detector.web import HttpServer, Router
 
 log = logging.getLogger(__name__)
 CRITICAL = ("inference", "emitter", "publisher")
@@ -116,9 +117,11 @@ class Daemon:
                                       linger=cfg.inference.linger_ms / 1000)
         self._captures: dict[str, CameraRuntime] = {}
         self._main: dict[str, MainStream] = {}  # cameras scoring a detect_source: snapshots' stream
-        self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
-                                   lambda: self.metrics.readiness(cfg.metrics.ready_after),
-                                   self.liveness)
+        # One HTTP server for every endpoint: other modules' routes join `self.routes` before start.
+        self.routes: Router = health_routes(
+            self.registry, lambda: self.metrics.readiness(cfg.metrics.ready_after), self.liveness)
+        self.http = HttpServer(cfg.metrics.host, cfg.metrics.port, self.routes)
+        self.metrics.watch_http(self.http.stats)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -129,10 +132,11 @@ class Daemon:
         log.info("inference: %d torch thread(s), %s", threads,
                  ", ".join(sorted({f"{m.device.type} {m.precision}" for m in self._models.values()})))
         try:  # before the broker: a port taken since the config was checked stops us unconnected
-            self.health.start()
+            self.http.start()
         except OSError as exc:
             raise ConfigError(f"{self.cfg.path}: metrics.port: cannot listen on "
                               f"{self.cfg.metrics.host}:{self.cfg.metrics.port} ({exc.strerror})") from None
+        log.info("metrics: serving http://%s:%d/metrics", self.cfg.metrics.host, self.http.port)
         if self.mqtt:
             self.mqtt.start()
         self.publisher.sync_states(last_seq, list(self.cfg.cameras),
@@ -145,7 +149,7 @@ class Daemon:
         for name, cam in self.cfg.cameras.items():
             self._start_camera(name, cam)
         log.info("running %d camera(s); metrics on http://%s:%d/metrics", len(self._captures),
-                 self.cfg.metrics.host, self.health.port)
+                 self.cfg.metrics.host, self.http.port)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close open events, write and flush them to the sinks, say offline, stop every thread."""
@@ -169,7 +173,7 @@ class Daemon:
         if self.mqtt:
             self.mqtt.stop()
         self.store.close()  # what the disk still refuses is logged in full, never dropped unseen
-        self.health.stop()
+        self.http.stop()
 
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
@@ -202,7 +206,7 @@ class Daemon:
 
     @property
     def metrics_port(self) -> int:
-        return self.health.port
+        return self.http.port
 
     # --- cameras -----------------------------------------------------------------------------
 
