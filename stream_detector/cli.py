@@ -246,12 +246,13 @@ def _events(args: argparse.Namespace) -> int:
     since = _parse_since(args.since) if args.since else None
     if args.camera is not None and not (args.camera and set(args.camera) <= CAMERA_NAME_CHARS):
         raise UserError(f"--camera {args.camera!r}: camera names use letters, digits, '_' and '-' only")
-    for e in stored_events(cfg.storage, cfg.path, args.camera, since, args.limit):
+    for e, verdict in stored_events(cfg.storage, cfg.path, args.camera, since, args.limit):
         after = e.payload.get("after", {})
         when = dt.datetime.fromtimestamp(e.wall_time).isoformat(timespec="seconds")
         print(json.dumps({"seq": e.seq, "time": when, "camera": e.camera, "type": e.type,
                           "id": e.event_id, "peak_score": after.get("peak_score"),
                           "box": after.get("box"), "snapshot": after.get("snapshot"),
+                          "clip": after.get("clip"), "verdict": verdict,
                           "published": e.published}))
     return 0
 

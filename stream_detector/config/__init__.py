@@ -3,12 +3,13 @@ TOML with unknown keys rejected; every error is one line naming the file and the
 
   loading.py   reading TOML; building a dataclass from a table (unknown keys, types, ranges)
   detector.py  DetectorConfig: how a model sees a scene and is fitted (`fit`, [detector])
-  daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, storage, logging; the default
+  daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, api, storage, logging; the default
 """
 
 from stream_detector.config.daemon import (
     CAMERA_NAME_CHARS,
     DEFAULT_MODEL,
+    ApiConfig,
     CameraConfig,
     DaemonConfig,
     InferenceConfig,
@@ -17,8 +18,10 @@ from stream_detector.config.daemon import (
     MqttConfig,
     StorageConfig,
     default_daemon_config,
+    is_loopback,
     load_daemon_config,
     parse_daemon_config,
+    valid_token,
 )
 from stream_detector.config.detector import DetectorConfig, load_detector_config
 from stream_detector.config.loading import shown
@@ -26,6 +29,7 @@ from stream_detector.config.loading import shown
 __all__ = [
     "CAMERA_NAME_CHARS",
     "DEFAULT_MODEL",
+    "ApiConfig",
     "CameraConfig",
     "DaemonConfig",
     "DetectorConfig",
@@ -35,8 +39,10 @@ __all__ = [
     "MqttConfig",
     "StorageConfig",
     "default_daemon_config",
+    "is_loopback",
     "load_daemon_config",
     "load_detector_config",
     "parse_daemon_config",
     "shown",
+    "valid_token",
 ]

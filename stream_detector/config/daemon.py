@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
 from stream_detector.errors import ConfigError
@@ -57,6 +58,38 @@ class MetricsConfig:
         check(bool(self.host), "host", "must not be empty")
         check(0 <= self.port < 65536, "port", "must be in 0..65535")
         check(0 < self.ready_after <= 86400, "ready_after", "must be in (0, 86400]")
+
+
+LOOPBACK_NAMES = ("localhost", "::1")  # and 127.0.0.0/8
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The review API and page (/api/..., /), served by the server behind /metrics."""
+
+    enabled: bool = True
+    # Required (one of the two) when metrics.host is not a loopback address: requests then carry
+    # it as "Authorization: Bearer TOKEN" (the page keeps it in a cookie); /metrics stays open.
+    token: str = ""
+    token_file: str = ""  # a file holding the token on one line (keeps it out of the config)
+    # How others reach this server, for the clip URLs in MQTT (empty: http://metrics.host:port).
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        check(not (self.token and self.token_file), "token", "set token or token_file, not both")
+        check(not self.token or valid_token(self.token), "token",
+               "must be 16..256 printable characters without spaces")
+        parts = urlsplit(self.public_url)
+        check(not self.public_url or (parts.scheme in ("http", "https") and bool(parts.netloc)),
+               "public_url", "must be an http:// or https:// URL")
+
+
+def valid_token(token: str) -> bool:
+    return 16 <= len(token) <= 256 and token.isprintable() and " " not in token
 
 
 @dataclass(frozen=True)
@@ -186,6 +219,7 @@ class DaemonConfig:
     device: str = "auto"  # auto | cpu | cuda
     inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
+    api: ApiConfig = ApiConfig()
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
@@ -197,7 +231,7 @@ CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     """Validate a parsed TOML document; `where` (the file) prefixes every message."""
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras"}
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "api"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -216,10 +250,17 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     enabled = {k: v for k, v in cameras.items() if v.enabled}
     if not enabled:
         raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
+    metrics = from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics")
+    api = from_mapping(ApiConfig, doc.get("api", {}), f"{where}: api")
+    if api.enabled and not (api.token or api.token_file) and not is_loopback(metrics.host):
+        raise ConfigError(f"{where}: api.token: required when metrics.host ({metrics.host}) is not "
+                          f"a loopback address: set api.token or api.token_file, or api.enabled = "
+                          f"false")
     return DaemonConfig(
         cameras=enabled,
         mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt") if "mqtt" in doc else None,
-        metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics"),
+        metrics=metrics,
+        api=api,
         storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),
         logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging"),
         device=device,

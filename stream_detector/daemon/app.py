@@ -37,11 +37,12 @@ from stream_detector.capture import (
     source_for,
 )
 from stream_detector.config import CameraConfig, DaemonConfig
-from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, checksum
+from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, camera_states, checksum
 from stream_detector.daemon.checks import check_cameras, model_key
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.endpoints import health_routes
+from stream_detector.daemon.environment import api_token
 from stream_detector.detect import (
     FramePreparer,
     FrameScorer,
@@ -59,12 +60,14 @@ from stream_detector.outputs import (
     MqttSink,
     Publisher,
     Retention,
+    Reviews,
     Sink,
     Sinks,
     StdoutSink,
     Writer,
     event_payload,
     renderer_for,
+    review_routes,
 )
 from stream_detector.web import HttpServer, Router
 
@@ -95,8 +98,11 @@ class Daemon:
         stdout_sink = StdoutSink(stdout)
         self.mqtt: MqttSink | None = None
         sinks: list[Sink] = [stdout_sink]
+        self.reviews = Reviews(self.store, lambda: self.publisher.wake(),
+                               self.metrics.verdict_rejected)
         if cfg.mqtt is not None:
-            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), on_state=self._mqtt_state)
+            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), on_state=self._mqtt_state,
+                                 on_verdict=self.reviews.from_mqtt, public_url=self._public_url)
             sinks.append(self.mqtt)
         self.sinks = Sinks(sinks, self.mqtt or stdout_sink, self._delivered)
         self.publisher = Publisher(self.store, self.sinks,
@@ -120,6 +126,11 @@ class Daemon:
         # One HTTP server for every endpoint: other modules' routes join `self.routes` before start.
         self.routes: Router = health_routes(
             self.registry, lambda: self.metrics.readiness(cfg.metrics.ready_after), self.liveness)
+        if cfg.api.enabled:  # the review API and page, on the same server
+            self.routes.include(review_routes(
+                self.reviews, lambda: camera_states(list(self.cfg.cameras), self.metrics,
+                                                    self.writer, self.store),
+                Path(storage.path), api_token(cfg.api, cfg.path)))
         self.http = HttpServer(cfg.metrics.host, cfg.metrics.port, self.routes)
         self.metrics.watch_http(self.http.stats)
 
@@ -203,6 +214,13 @@ class Daemon:
         ok, detail = self.heartbeats.check(CRITICAL, self.stall_after)
         dead = [t.name for t in (self.worker, self.writer) if t.ident and not t.is_alive()]
         return ok and not dead, {**detail, "dead": dead}
+
+    def _public_url(self) -> str:
+        """How others reach the API (clip URLs in MQTT): api.public_url, else host and port."""
+        if self.cfg.api.public_url:
+            return self.cfg.api.public_url.rstrip("/")
+        host = self.cfg.metrics.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.http.port}"
 
     @property
     def metrics_port(self) -> int:

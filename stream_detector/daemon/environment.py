@@ -23,6 +23,7 @@ from stream_detector.capture import (
     video_info,
 )
 from stream_detector.config import (
+    ApiConfig,
     CameraConfig,
     DaemonConfig,
     MetricsConfig,
@@ -31,6 +32,7 @@ from stream_detector.config import (
     default_daemon_config,
     load_daemon_config,
     shown,
+    valid_token,
 )
 from stream_detector.errors import ConfigError, SourceError
 from stream_detector.outputs import FILE_NAME
@@ -54,6 +56,7 @@ def check_environment(cfg: DaemonConfig, running: DaemonConfig | None = None) ->
         check_listen(cfg.metrics, where)
     if cfg.mqtt is not None:
         check_mqtt(cfg.mqtt, where)
+    api_token(cfg.api, where)
     for name, cam in cfg.cameras.items():
         check_source(name, cam, where)
         check_capture(name, cam, where)
@@ -135,6 +138,22 @@ def check_mqtt(mqtt: MqttConfig, where: str) -> None:
     except (ssl.SSLError, ValueError):
         raise ConfigError(f"{where}: mqtt.tls_key_file: {mqtt.tls_key_file} is not an unencrypted "
                           f"private key matching tls_cert_file") from None
+
+
+def api_token(api: ApiConfig, where: str) -> str:
+    """The review API's token: `token`, or the one line `token_file` holds ("": none)."""
+    if not api.token_file:
+        return api.token
+    key = f"{where}: api.token_file"
+    check_readable(api.token_file, key)
+    try:
+        lines = Path(api.token_file).read_text().strip().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: {shown(api.token_file)}: cannot read ({exc})") from None
+    if len(lines) != 1 or not valid_token(lines[0].strip()):
+        raise ConfigError(f"{key}: {shown(api.token_file)} must hold one token of 16..256 "
+                          f"printable characters without spaces")
+    return lines[0].strip()
 
 
 def check_readable(name: str, key: str) -> None:

@@ -100,8 +100,9 @@ class Sinks:
         try:
             if not sink.deliver_event(seq, payload):
                 return False
-            kind, camera = payload["type"], payload["after"]["camera"]
-            if kind in ("new", "end"):
+            kind = payload["type"]
+            if kind in ("new", "end"):  # a verdict is only its message
+                camera = payload["after"]["camera"]
                 sink.anomaly_state(camera, kind == "new")
                 jpeg = snapshot.read() if sink.takes_snapshots else None
                 if jpeg:

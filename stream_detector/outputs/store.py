@@ -323,9 +323,10 @@ class EventStore:
 
 
 def stored_events(storage: StorageConfig, where: str, camera: str | None, since: float | None,
-                  limit: int) -> list[StoredEvent]:
-    """What `events` lists: the newest `limit` stored events matching the filters, oldest first;
-    errors name the config (`where`) and storage.path. Never creates a store by reading one."""
+                  limit: int) -> list[tuple[StoredEvent, str | None]]:
+    """What `events` lists: the newest `limit` stored messages matching the filters, oldest first,
+    each with its event's current verdict; errors name the config (`where`) and storage.path.
+    Never creates a store by reading one."""
     path = Path(storage.path) / FILE_NAME
     if not path.is_file():  # never create an empty store by asking what is in it
         raise ConfigError(f"{where}: storage.path: no event store at {path} "
@@ -335,7 +336,10 @@ def stored_events(storage: StorageConfig, where: str, camera: str | None, since:
     except UserError as exc:  # not SQLite, or unreadable: say which key led there
         raise ConfigError(f"{where}: storage.path: {exc}") from None
     try:
-        return store.query(camera, since, limit)
+        rows = store.query(camera, since, limit)
+        ids = tuple({r.event_id for r in rows})
+        verdicts = {e["id"]: e["verdict"] for e in store.events(ids=ids, limit=len(ids))} if ids else {}
+        return [(r, verdicts.get(r.event_id)) for r in rows]
     finally:
         store.close()
 

@@ -92,6 +92,14 @@ class Writer(threading.Thread):
         """How a camera's snapshots are drawn (None: no snapshots); set before it is scored."""
         self._renderers[name] = render
 
+    def latest_score(self, camera: str) -> float | None:
+        """The camera's last score (any thread: reads the newest entry only)."""
+        scores = self._scores.get(camera)
+        try:
+            return scores[-1][1] if scores else None
+        except IndexError:
+            return None
+
     def finish(self, timeout: float = 5.0) -> None:
         """Handle everything queued so far (held ends get their clips from what is recorded),
         then end the thread."""
