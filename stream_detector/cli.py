@@ -1,4 +1,4 @@
-"""Command line: fit, score, eval, bench, run, check-config, events, sign.
+"""Command line: fit, score, eval, bench, run, check-config, events, sign, tune.
 
 Exit codes: 0 ok, 2 bad input (one line on stderr, arguments included), 130 interrupted.
 """
@@ -115,6 +115,17 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--since", help="epoch seconds, ISO time (2026-11-25T10:00) or an age: 30m, 2h, 1d")
     v.add_argument("--limit", type=_count(1), default=1000)
     v.set_defaults(handler=_events)
+
+    t = sub.add_parser("tune", help="a new model that treats the clips of events marked false_alarm "
+                                    "as normal (the old one stays for rollback)")
+    t.add_argument("--model", type=Path, required=True, help="model directory to start from")
+    t.add_argument("--store", type=Path, required=True,
+                   help="the daemon's storage.path (or its events.sqlite)")
+    t.add_argument("--out", type=Path, required=True, help="new model directory to write")
+    t.add_argument("--camera", action="append", default=[],
+                   help="only this camera's false alarms (repeatable; default: all)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.set_defaults(handler=_tune)
 
     g = sub.add_parser("sign", help="re-seal a model directory after a deliberate edit (model card)")
     g.add_argument("model", type=Path)
@@ -254,6 +265,20 @@ def _events(args: argparse.Namespace) -> int:
                           "box": after.get("box"), "snapshot": after.get("snapshot"),
                           "clip": after.get("clip"), "verdict": verdict,
                           "published": e.published}))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from stream_detector.offline import tune
+
+    for name in args.camera:
+        if not (name and set(name) <= CAMERA_NAME_CHARS):
+            raise UserError(f"--camera {name!r}: camera names use letters, digits, '_' and '-' only")
+    if args.out.resolve() == args.model.resolve():
+        raise UserError("--out: must be a new directory, not --model (it stays for rollback)")
+    report = tune(args.model, args.store, args.out, args.camera, args.device)
+    print(f"wrote {report.out_dir}: {len(report.events)} false alarm(s), {report.frames} frames; "
+          f"{report.cells_widened} cell baselines widened (x{report.scale_growth:.2f} on average)")
     return 0
 
 

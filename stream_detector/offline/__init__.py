@@ -6,6 +6,7 @@ footage, scoring a file, evaluating on labelled video, and measuring speed.
   evaluation.py  AUC, ROC, false alarms per hour, episodes alarmed and their delays
   plots.py       the `eval` report's pictures
   bench.py       speed of each stage and of the live path, in one run (`bench`)
+  tune.py        a model's baseline widened by the clips of events marked false_alarm (`tune`)
   progress.py    progress lines for long work
 """
 
@@ -38,6 +39,7 @@ from stream_detector.offline.replay import (
     replay_alarms,
     score_file,
 )
+from stream_detector.offline.tune import TuneReport, false_alarm_clips, tune, widened
 
 __all__ = [
     "Alarm",
@@ -46,6 +48,7 @@ __all__ = [
     "EvalReport",
     "FitReport",
     "LabelledClip",
+    "TuneReport",
     "assemble_detector",
     "bench",
     "build_network",
@@ -55,6 +58,7 @@ __all__ = [
     "combine",
     "cue_baseline",
     "evaluate",
+    "false_alarm_clips",
     "fit",
     "fit_tail",
     "literature_scores",
@@ -65,4 +69,6 @@ __all__ = [
     "roc_auc",
     "score_file",
     "train_network",
+    "tune",
+    "widened",
 ]
