@@ -151,8 +151,8 @@ def api_token(api: ApiConfig, where: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{key}: {shown(api.token_file)}: cannot read ({exc})") from None
     if len(lines) != 1 or not valid_token(lines[0].strip()):
-        raise ConfigError(f"{key}: {shown(api.token_file)} must hold one token of 16..256 "
-                          f"printable characters without spaces")
+        raise ConfigError(f"{key}: {api.token_file} must hold one token of 16..256 printable "
+                          f"characters without spaces, on one line")
     return lines[0].strip()
 
 

@@ -34,6 +34,7 @@ BASE = {  # added to every config that does not set the table itself: nothing es
     "mqtt": '[mqtt]\nhost = "127.0.0.1"\nport = BROKER\n',  # a real listener: must see no connection
 }
 CAMERA = '[cameras.door]\nsource = "CLIP"\n'
+API_OFF = "[api]\nenabled = false\n"  # a metrics host off the loopback would need a token'
 MODEL_CAMERA = '[cameras.door]\nsource = "CLIP"\nmodel = "TMP/model"\n'
 META = "TMP/model/metadata.json"
 
@@ -95,6 +96,14 @@ def in_model(name: str, data: bytes | None, resign: bool = False) -> Callable[[P
         if resign:
             sign(model_dir)
     return apply
+
+
+def empty_store(tmp: Path) -> None:
+    """An event store with no verdict in it."""
+    from stream_detector.outputs import EventStore
+
+    (tmp / "store").mkdir()
+    EventStore(tmp / "store" / "events.sqlite").close()
 
 
 def truncate_model(model_dir: Path) -> None:
@@ -225,11 +234,11 @@ CASES = [
     Bad("metrics port in use", r"metrics\.port: \d+ is already in use",
         config=CAMERA + "[metrics]\nport = BUSY\n"),
     Bad("metrics host does not resolve", r"metrics\.host: 'no-such-host\.invalid' does not resolve",
-        config=CAMERA + '[metrics]\nhost = "no-such-host.invalid"\nport = 0\n'),
+        config=CAMERA + '[metrics]\nhost = "no-such-host.invalid"\nport = 0\n' + API_OFF),
     Bad("metrics host 256.1.1.1", r"metrics\.host: '256\.1\.1\.1' does not resolve",
-        config=CAMERA + '[metrics]\nhost = "256.1.1.1"\nport = 0\n'),
+        config=CAMERA + '[metrics]\nhost = "256.1.1.1"\nport = 0\n' + API_OFF),
     Bad("metrics host not on this machine", r"metrics\.host: 192\.0\.2\.1 is not an address of this machine",
-        config=CAMERA + '[metrics]\nhost = "192.0.2.1"\nport = 0\n'),
+        config=CAMERA + '[metrics]\nhost = "192.0.2.1"\nport = 0\n' + API_OFF),
     Bad("metrics port < 0", r"metrics\.port: must be in", config=CAMERA + "[metrics]\nport = -1\n"),
     Bad("metrics ready_after = 0", r"metrics\.ready_after: must be in", config=CAMERA + "[metrics]\nready_after = 0\n"),
     # --- MQTT ---
@@ -325,6 +334,38 @@ CASES = [
     Bad("model.pt missing", r"model\.pt is missing", config=MODEL_CAMERA, model=in_model("model.pt", None)),
     Bad("model.pt random bytes, re-signed", r"model\.pt: not a loadable TorchScript file", config=MODEL_CAMERA,
         model=in_model("model.pt", RANDOM, resign=True)),
+    # --- event clips and the review API ---
+    Bad("pre_capture = 120", r"cameras\.door\.pre_capture: must be in 0\.\.60",
+        config=CAMERA + "pre_capture = 120\n"),
+    Bad("post_capture = -1", r"cameras\.door\.post_capture: must be in 0\.\.60",
+        config=CAMERA + "post_capture = -1\n"),
+    Bad("clip = 'yes'", r"cameras\.door\.clip: expected bool", config=CAMERA + 'clip = "yes"\n'),
+    Bad("api token too short", r"api\.token: must be 16\.\.256 printable characters",
+        config=CAMERA + '[api]\ntoken = "secret"\n'),
+    Bad("api token and token_file", r"api\.token: set token or token_file, not both",
+        config=CAMERA + '[api]\ntoken = "0123456789abcdef"\ntoken_file = "TMP/t"\n'),
+    Bad("api public_url not http", r"api\.public_url: must be an http:// or https:// URL",
+        config=CAMERA + '[api]\npublic_url = "ftp://x"\n'),
+    Bad("api open to the network without a token", r"api\.token: required when metrics\.host \(0\.0\.0\.0\)",
+        config=CAMERA + '[metrics]\nhost = "0.0.0.0"\nport = 0\n'),
+    Bad("api token_file missing", r"api\.token_file: TMP/none: no such file",
+        config=CAMERA + '[api]\ntoken_file = "TMP/none"\n'),
+    Bad("api token_file with two lines", r"api\.token_file: .*must hold one token",
+        config=CAMERA + '[api]\ntoken_file = "TMP/token"\n',
+        prepare=write("token", "0123456789abcdef\nsecond line\n")),
+    Bad("unknown api key", r"api\.tokn: unknown key", config=CAMERA + '[api]\ntokn = "x"\n'),
+    Bad("tune without a store", r"--store: no event store at TMP/none",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP/none", "--out", "TMP/new"), names=""),
+    Bad("tune --out the model itself", r"--out: must be a new directory, not --model",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP", "--out", "TMP/model"), names=""),
+    Bad("tune --out not empty", r"--out: TMP/model exists and is not empty",
+        argv=("tune", "--model", "TMP/m2", "--store", "TMP", "--out", "TMP/model"), names=""),
+    Bad("tune --camera with a space", r"--camera 'a b': camera names",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP", "--out", "TMP/new", "--camera",
+              "a b"), names=""),
+    Bad("tune with no false alarm to learn from", r"--store: TMP/store: no event marked false_alarm",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP/store", "--out", "TMP/new"), names="",
+        prepare=empty_store),
     # --- command-line arguments and `events` options ---
     Bad("no command", r"the following arguments are required: command", argv=(), names=""),
     Bad("unknown command", r"argument command: invalid choice: 'start'", argv=("start",), names=""),
