@@ -82,7 +82,7 @@ def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -
             first = sub.wait_for(lambda m: len(m) >= 1)[0]
             assert first == (f"{PREFIX}/available", b"online", True)
         with subscribed(broker.port, "homeassistant/#") as ha:
-            msgs = ha.wait_for(lambda m: len(m) >= 4)
+            msgs = ha.wait_for(lambda m: len(m) >= 6)
         with subscribed(broker.port, f"{PREFIX}/available") as sub:
             sink.stop()  # says offline itself: a clean disconnect suppresses the Will
             sub.wait_for(lambda m: any(p == b"offline" for _, p, _ in m))
@@ -90,13 +90,17 @@ def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -
     configs = {t: json.loads(p) for t, p, retained in msgs if retained}
     assert set(configs) == {f"homeassistant/{kind}/{PREFIX}/{cam}_{what}/config"
                             for cam in ("door", "yard")
-                            for kind, what in (("binary_sensor", "anomaly"), ("sensor", "score"))}
+                            for kind, what in (("binary_sensor", "anomaly"), ("sensor", "score"),
+                                               ("image", "snapshot"))}
     door = configs[f"homeassistant/binary_sensor/{PREFIX}/door_anomaly/config"]
     assert door["state_topic"] == f"{PREFIX}/door/anomaly"
     keys = ("payload_on", "payload_off", "device_class")
     assert [door[k] for k in keys] == ["ON", "OFF", "motion"]
     assert door["availability_topic"] == f"{PREFIX}/available"
-    assert len({c["unique_id"] for c in configs.values()}) == 4
+    assert len({c["unique_id"] for c in configs.values()}) == 6
+    image = configs[f"homeassistant/image/{PREFIX}/door_snapshot/config"]
+    assert image["image_topic"] == f"{PREFIX}/door/snapshot"
+    assert image["json_attributes_topic"] == door["json_attributes_topic"] == f"{PREFIX}/door/last_event"
 
 
 def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_path: Path) -> None:
@@ -132,6 +136,41 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
     assert sub.on(f"{PREFIX}/door/score") == [b"1.5000"]
     assert sub.on(f"{PREFIX}/door/snapshot") == [b"\xff\xd8jpeg\xff\xd9"]
     assert store.unpublished() == []
+    store.close()
+
+
+def test_a_verdict_set_over_mqtt_is_stored_published_and_shown_in_the_last_event(
+        broker: Broker, tmp_path: Path) -> None:
+    from stream_detector.outputs import Reviews
+
+    store = EventStore(tmp_path / "events.sqlite")
+    publisher: Publisher | None = None
+    reviews = Reviews(store, lambda: publisher.wake() if publisher else None)
+    verdict_schema = json.loads((ROOT / "stream_detector" / "schema" / "verdict.schema.json")
+                                .read_text())
+    with subscribed(broker.port, f"{PREFIX}/#") as sub, \
+            running_sink(config(broker), ["door"], on_verdict=reviews.from_mqtt,
+                         public_url=lambda: "http://cams.example:9108") as sink:
+        publisher = Publisher(store, Sinks([sink], sink))
+        publisher.start()
+        for ev, payload in event_stream(1):
+            store.append(ev, payload)
+        publisher.wake()
+        sub.wait_for(lambda m: any(t == f"{PREFIX}/door/last_event" for t, _, _ in m))
+        with subscribed(broker.port, f"{PREFIX}/door/verdict/set") as cmd:  # a client of ours
+            cmd._client.publish(f"{PREFIX}/door/verdict/set", b"not json", qos=1)
+            cmd._client.publish(f"{PREFIX}/door/verdict/set",
+                               json.dumps({"id": "ev0", "verdict": "false_alarm"}), qos=1)
+            sub.wait_for(lambda m: any(t == f"{PREFIX}/events/verdict" for t, _, _ in m))
+        sub.wait_for(lambda m: b"false_alarm" in m[-1][1] and m[-1][0].endswith("last_event"))
+        assert publisher.stop(5)
+    verdicts = [json.loads(p) for p in sub.on(f"{PREFIX}/events/verdict")]
+    assert [(v["id"], v["verdict"], v["source"]) for v in verdicts] == [("ev0", "false_alarm", "mqtt")]
+    assert errors(verdicts[0], verdict_schema) == []
+    last = [json.loads(p) for p in sub.on(f"{PREFIX}/door/last_event")]
+    assert last[-1]["event_id"] == "ev0" and last[-1]["verdict"] == "false_alarm"
+    assert last[-1]["snapshot_url"] is None and last[-1]["clip_url"] is None  # none were made
+    assert store.events()[0]["verdict"] == "false_alarm"
     store.close()
 
 
