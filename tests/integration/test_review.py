@@ -230,3 +230,57 @@ def test_kill_during_a_clips_assembly_leaves_no_half_clip_and_the_event_ends_at_
     finally:
         restarted.stop(20)
         restarted.close()
+
+
+def test_an_rtsp_cameras_clip_is_a_copy_of_its_stream(tmp_path: Path, vtest: Path) -> None:
+    """The tests' GStreamer camera recorded by a StreamRecorder and an event's clip joined from the
+    segments: the clip's H.264 carries the camera's own encoder settings (x264enc's SEI), not
+    those of an encode of ours, and the recorder's ffmpeg only copies."""
+    from rtsp_helpers import RtspServer, require_ffmpeg, require_gi_python
+
+    from stream_detector.capture import SegmentRing, StreamRecorder
+    from stream_detector.messages import Event
+    from stream_detector.outputs import Clipper
+
+    require_gi_python()
+    require_ffmpeg()
+    server = RtspServer(vtest, tmp_path / "rtsp.log")
+    server.start()
+    ring = SegmentRing(tmp_path / "ring", keep=60.0)
+    states: list[bool] = []
+    recorder = StreamRecorder("cam", server.url, ring, lambda cam, up: states.append(up))
+    assert "copy" in recorder.command() and "-c" in recorder.command()
+    recorder.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(ring.covering(0, 2e9)) < 4:
+            assert time.monotonic() < deadline, (tmp_path / "rtsp.log").read_text()[-2000:]
+            time.sleep(0.2)
+        segments = ring.covering(0, 2e9)
+        results = []
+        clipper = Clipper(tmp_path / "clips")
+        clipper.camera("cam", ring, pre=0.5, post=0.5)
+        start, end = segments[1].start + 0.2, segments[2].end - 0.2
+        clipper.finish(Event("ev1", "cam", "end", start, 0.0, end, 0.0, 3.0, 1, None, 2.0),
+                       results.append)
+        clipper._make_due()
+    finally:
+        recorder.stop()
+        server.kill()
+    assert states == [True]
+    (result,) = results
+    assert result.path and result.start is not None and result.start <= start - 0.5 + 2.5
+    # Copied, the clip's frames are the camera's, pixel for pixel; any encode would change them.
+    frames = decoded_hashes(Path(result.path))
+    recorded = [h for seg in ring.covering(0, 2e9) for h in decoded_hashes(seg.path)]
+    assert len(frames) >= 20
+    at = recorded.index(frames[0])
+    assert recorded[at:at + len(frames)] == frames
+
+
+def decoded_hashes(path: Path) -> list[str]:
+    """The MD5 of every decoded frame of a video."""
+    done = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v", "-f",
+                           "framemd5", "-"], capture_output=True, text=True, check=True)
+    return [line.rsplit(",", 1)[1].strip() for line in done.stdout.splitlines()
+            if line and not line.startswith("#")]
