@@ -187,13 +187,7 @@ class Metrics:
     def snapshot_stream(self, camera: str, up: bool | None) -> None:
         """The main stream of a camera that scores its substream came up or went down (None: the
         camera stopped reading it: its series goes)."""
-        if up is None:
-            try:
-                self._snapshot_stream_up.remove(camera)
-            except KeyError:
-                pass
-            return
-        self._snapshot_stream_up.labels(camera).set(1 if up else 0)
+        _up_or_gone(self._snapshot_stream_up, camera, up)
 
     def stream_state(self, camera: str, up: bool) -> None:
         """A stream came up or went down; an outage must not count as one long frame interval."""
@@ -271,13 +265,7 @@ class Metrics:
 
     def recorder_state(self, camera: str, up: bool | None) -> None:
         """A camera's clip recording writes (True) or fails (False); None: it stopped (no series)."""
-        if up is None:
-            try:
-                self._recorder_up.remove(camera)
-            except KeyError:
-                pass
-            return
-        self._recorder_up.labels(camera).set(1 if up else 0)
+        _up_or_gone(self._recorder_up, camera, up)
 
     def clip_failed(self, camera: str) -> None:
         self.camera_added(camera)
@@ -369,6 +357,17 @@ class Metrics:
                 }
         ok = bool(cameras) and all(d["ready"] for d in detail.values())
         return ok, {"cameras": detail}
+
+
+def _up_or_gone(gauge: Gauge, camera: str, up: bool | None) -> None:
+    """A per-camera 0/1 gauge that only some cameras have: None removes the camera's series."""
+    if up is None:
+        try:
+            gauge.remove(camera)
+        except KeyError:
+            pass
+        return
+    gauge.labels(camera).set(1 if up else 0)
 
 
 class _Computed:
