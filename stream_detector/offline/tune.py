@@ -1,7 +1,6 @@
 """Tuning a model with operators' verdicts: the clips of events marked false_alarm are scored as more
-normal footage of the scene, and each cell's baseline is widened to hold what they show, so the same
-behaviour in the same place no longer alarms; the result is a new sealed model directory whose
-metadata records its lineage (the parent stays as it was, for rollback).
+normal footage, and each cell's baseline widens to hold what they show; the result is a new sealed
+model directory with its lineage in the metadata (the parent stays as it was, for rollback).
 """
 
 from __future__ import annotations
