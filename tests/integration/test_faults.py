@@ -92,13 +92,16 @@ def test_sigkill_leaves_no_ffmpeg_reader_behind_and_a_restart_reads_again(
         daemon = DaemonProcess(config, doc["metrics"]["port"], tmp_path, name=name)
         try:
             daemon.wait_metric("stream_detector_stream_up", lambda v: v == 1, 60, camera="door")
+            daemon.wait_metric("stream_detector_recorder_up", lambda v: v == 1, 30, camera="door")
             readers = ffmpeg_children(daemon.proc.pid)
-            assert len(readers) == 1, readers  # one ffmpeg per camera, none left from before
+            # Per camera one ffmpeg reading and one recording for clips, none left from before.
+            assert len(readers) == 2, readers
             daemon.signal(signal.SIGKILL)
             daemon.proc.wait(10)
-            # Nobody closes the child: it must notice by itself that its reader is gone.
+            # Nobody closes the children: each must notice by itself that its reader is gone (the
+            # recorder at its next segment, whose name it writes into the daemon's pipe).
             wait_for(lambda: not any(running(p) for p in readers), 15,
-                     "the killed daemon's ffmpeg to exit")
+                     "the killed daemon's ffmpeg processes to exit")
         finally:
             daemon.close()
 
