@@ -73,7 +73,8 @@ def mark(alarms: list[Alarm], clips: dict[str, LabelledClip], workdir: Path, fps
         t0, t1 = 1e9 + i * 1000 + a.start / fps, 1e9 + i * 1000 + a.end / fps
         for kind, end in (("start", None), ("end", t1)):
             ev = Event(f"fa{i}", "ped1", kind, t0, a.start / fps, end, end, 0.0, a.start, None, 0.0)
-            store.append(ev, event_payload(ev, None, clip=str(path) if end else None,
+            store.append(ev, event_payload(ev, None, host="replay",
+                                           clip=str(path) if end else None,
                                            clip_start=t0 - (a.start - first) / fps if end else None))
         reviews.set(f"fa{i}", "false_alarm", "replay")
     store.close()

@@ -224,6 +224,8 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     """Everything `run` checks before it starts, nothing started; --probe also reads each camera."""
     cfg = daemon.load_config(args.config)  # before the models import torch, as in _run
+    for warning in daemon.secret_warnings(cfg):
+        print(f"stream-detector: warning: {warning}", file=sys.stderr)
     models = daemon.check_cameras(cfg, cfg.device, cfg.inference.precision)
     failed = []
     for name, probed in daemon.probe_cameras(cfg, models, args.timeout) if args.probe else ():

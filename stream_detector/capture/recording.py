@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import signal
 import subprocess
 import threading
@@ -19,9 +20,11 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
-from stream_detector.capture.ffmpeg import _StderrTail, ffmpeg_missing
+from stream_detector.capture.child import StderrTail
+from stream_detector.capture.ffmpeg import concat_script, ffmpeg_missing, url_input
 from stream_detector.capture.loop import Backoff, FrameReceiver
 from stream_detector.capture.source import redact, source_kind
+from stream_detector.credentials import Scrubber, url_password
 from stream_detector.messages import Frame, StreamState
 
 log = logging.getLogger(__name__)
@@ -102,17 +105,26 @@ RecorderState = Callable[[str, bool], None]  # (camera, recording) on every chan
 
 class _Segmenter:
     """One ffmpeg process writing segments into a ring; it lists each finished segment on its
-    stdout, a pipe to us, so it also dies at its next segment after the daemon is killed."""
+    stdout, a pipe to us, so it also dies at its next segment after the daemon is killed.
+    `secret` (a camera URL with its password, as a concat script) reaches it on a pipe whose
+    descriptor `cmd` is given, never on its command line."""
 
-    def __init__(self, cmd: list[str], ring: SegmentRing, stdin: bool,
-                 redact_text: Callable[[str], str]) -> None:
+    def __init__(self, cmd: Callable[[int], list[str]], ring: SegmentRing, stdin: bool,
+                 redact_text: Callable[[str], str], secret: bytes = b"") -> None:
         ring.directory.mkdir(parents=True, exist_ok=True)
         self.ring = ring
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        read_fd, write_fd = os.pipe()
+        try:
+            os.write(write_fd, secret)  # far below a pipe's 64 KiB: never blocks
+            os.close(write_fd)
+            self.proc = subprocess.Popen(cmd(read_fd),
+                                         stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         pass_fds=(read_fd,), start_new_session=True)
+        finally:
+            os.close(read_fd)
         assert self.proc.stdout is not None and self.proc.stderr is not None
-        self.stderr = _StderrTail(self.proc.stderr.fileno(), redact_text)
+        self.stderr = StderrTail(self.proc.stderr.fileno(), redact_text)
         self.stderr.start()
         self.last = time.monotonic()  # start, or the last segment finished
         self.segments = 0
@@ -216,24 +228,33 @@ class Recorder(threading.Thread):
 
 
 class StreamRecorder(Recorder):
-    """A network camera's stream copied into segments by its own ffmpeg: no decoding, no encoding."""
+    """A network camera's stream copied into segments by its own ffmpeg: no decoding, no
+    encoding. A URL with a password reaches ffmpeg on a pipe, as the capture's ffmpeg gets it."""
 
     def __init__(self, camera: str, url: str, ring: SegmentRing, state: RecorderState,
                  backoff: Backoff | None = None) -> None:
         super().__init__(camera, ring, state, backoff)
         self.url = url
+        self._scrub = Scrubber([url_password(url)])
 
-    def command(self) -> list[str]:
+    def _options(self) -> list[str]:
         rtsp = urlsplit(self.url).scheme.lower() in ("rtsp", "rtsps")
+        return ["-rtsp_transport", "tcp"] if rtsp else []
+
+    def command(self, fd: int) -> list[str]:
+        """ffmpeg's argv; `fd`: the descriptor the URL's concat script is on (if it has one)."""
         return ["ffmpeg", "-hide_banner", "-loglevel", "error", "-nostdin",
-                *(["-rtsp_transport", "tcp"] if rtsp else []), "-i", self.url,
+                *url_input(self.url, self._options(), fd),
                 "-map", "0:v:0", "-c", "copy", *_segment_args(self.ring)]
+
+    def _redact_text(self, text: str) -> str:
+        return self._scrub(text.replace(self.url, redact(self.url)))
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                proc = _Segmenter(self.command(), self.ring, False,
-                                  lambda t: t.replace(self.url, redact(self.url)))
+                proc = _Segmenter(self.command, self.ring, False, self._redact_text,
+                                  concat_script(self.url, self._options()))
             except OSError as exc:
                 why = f"cannot run ffmpeg ({exc.strerror})"
             else:
@@ -306,7 +327,8 @@ class FrameRecorder(Recorder):
             if time.monotonic() < self._retry_at:
                 return ""
             try:
-                self._proc = _Segmenter(self.command(*size), self.ring, True, lambda t: t)
+                self._proc = _Segmenter(lambda _: self.command(*size), self.ring, True,
+                                        lambda t: t)
                 self._size = size
             except OSError as exc:
                 return self._failed(f"cannot run ffmpeg ({exc.strerror})")

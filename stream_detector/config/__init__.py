@@ -2,6 +2,7 @@
 TOML with unknown keys rejected; every error is one line naming the file and the dotted key.
 
   loading.py   reading TOML; building a dataclass from a table (unknown keys, types, ranges)
+  references.py  values given by reference: ${NAME} from the environment, KEY_file from a file
   detector.py  DetectorConfig: how a model sees a scene and is fitted (`fit`, [detector])
   daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, api, storage, logging; the default
 """
@@ -18,13 +19,14 @@ from stream_detector.config.daemon import (
     MqttConfig,
     StorageConfig,
     default_daemon_config,
+    host_node_id,
     is_loopback,
     load_daemon_config,
     parse_daemon_config,
-    valid_token,
 )
 from stream_detector.config.detector import DetectorConfig, load_detector_config
 from stream_detector.config.loading import shown
+from stream_detector.config.references import Expanded
 
 __all__ = [
     "CAMERA_NAME_CHARS",
@@ -33,16 +35,17 @@ __all__ = [
     "CameraConfig",
     "DaemonConfig",
     "DetectorConfig",
+    "Expanded",
     "InferenceConfig",
     "LoggingConfig",
     "MetricsConfig",
     "MqttConfig",
     "StorageConfig",
     "default_daemon_config",
+    "host_node_id",
     "is_loopback",
     "load_daemon_config",
     "load_detector_config",
     "parse_daemon_config",
     "shown",
-    "valid_token",
 ]

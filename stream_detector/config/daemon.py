@@ -4,12 +4,18 @@ storage and logging, parsed from one TOML file, and the embedded default (the de
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
+from stream_detector.config.references import expand
+from stream_detector.credentials import unencoded_userinfo, url_password
 from stream_detector.errors import ConfigError
 
 
@@ -17,8 +23,10 @@ from stream_detector.errors import ConfigError
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    topic_prefix: str = "stream-detector"
-    client_id: str = ""  # empty: "stream-detector-<hostname>"
+    # Empty: "stream-detector/<node id>", one namespace per host. Set, it is used as written (the
+    # topics of releases before node ids); two hosts must then not share it.
+    topic_prefix: str = ""
+    client_id: str = ""  # empty: "stream-detector-<node id>"
     username: str = ""
     password: str = ""
     qos: int = 1
@@ -33,8 +41,11 @@ class MqttConfig:
     def __post_init__(self) -> None:
         check(bool(self.host), "host", "must not be empty")
         check(0 < self.port < 65536, "port", "must be in 1..65535")
-        check(bool(self.topic_prefix) and not any(c in self.topic_prefix for c in "#+"),
-               "topic_prefix", "must be non-empty without '#' or '+'")
+        check(not any(c in self.topic_prefix for c in "#+"), "topic_prefix",
+               "must not contain '#' or '+'")
+        check(not self.topic_prefix.startswith("/") and not self.topic_prefix.endswith("/")
+              and "//" not in self.topic_prefix, "topic_prefix",
+              "must not start or end with '/' or hold an empty level ('//')")
         check(self.qos in (0, 1, 2), "qos", "must be 0, 1 or 2")
         check(5 <= self.keepalive <= 3600, "keepalive", "must be in 5..3600")
         check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file",
@@ -72,15 +83,14 @@ class ApiConfig:
     """The review API and page (/api/..., /), served by the server behind /metrics."""
 
     enabled: bool = True
-    # Required (one of the two) when metrics.host is not a loopback address: requests then carry
-    # it as "Authorization: Bearer TOKEN" (the page keeps it in a cookie); /metrics stays open.
+    # Required when metrics.host is not a loopback address: requests then carry it as
+    # "Authorization: Bearer TOKEN" (the page keeps it in a cookie); /metrics stays open. Like any
+    # string key it may be given as token_file (the file holds it) or ${NAME}.
     token: str = ""
-    token_file: str = ""  # a file holding the token on one line (keeps it out of the config)
     # How others reach this server, for the clip URLs in MQTT (empty: http://metrics.host:port).
     public_url: str = ""
 
     def __post_init__(self) -> None:
-        check(not (self.token and self.token_file), "token", "set token or token_file, not both")
         check(not self.token or valid_token(self.token), "token",
                "must be 16..256 printable characters without spaces")
         parts = urlsplit(self.public_url)
@@ -163,6 +173,10 @@ class CameraConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
+        for key in ("source", "detect_source"):  # checked before anything parses the URL
+            check(not unencoded_userinfo(getattr(self, key)), key,
+                  "the user name or password holds '/', '?', '#' or '@' unencoded (or the URL "
+                  "has an '@' after its host): percent-encode them (%2F, %3F, %23, %40)")
         check(0 <= self.pre_capture <= 60, "pre_capture", "must be in 0..60 (seconds)")
         check(0 <= self.post_capture <= 60, "post_capture", "must be in 0..60 (seconds)")
         check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
@@ -209,6 +223,16 @@ class InferenceConfig:
         check(0 <= self.linger_ms <= 1000, "linger_ms", "must be in 0..1000")
 
 
+NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def host_node_id() -> str:
+    """This host's default node id: its host name up to the first dot, in the characters MQTT
+    topics and Home Assistant ids allow (read when asked, so a renamed host is seen at start)."""
+    name = socket.gethostname().split(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "localhost"
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     cameras: dict[str, CameraConfig]
@@ -220,18 +244,46 @@ class DaemonConfig:
     inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
     api: ApiConfig = ApiConfig()
+    # This host in MQTT topics, client id, Home Assistant ids and event payloads; empty: the host name
+    node_id: str = ""
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
         check(bool(self.cameras), "cameras", "configure at least one camera")
+        check(not self.node_id or bool(NODE_ID.fullmatch(self.node_id)), "node_id",
+               "use 1-64 letters, digits, '_' or '-'")
+
+    def secrets(self) -> list[tuple[str, str, str]]:
+        """(dotted key, its value, the secret in it) for every secret the config holds: the MQTT
+        password, each camera URL's password and the review API's token."""
+        out = []
+        if self.api.token:
+            out.append(("api.token", self.api.token, self.api.token))
+        if self.mqtt is not None and self.mqtt.password:
+            out.append(("mqtt.password", self.mqtt.password, self.mqtt.password))
+        for name, cam in self.cameras.items():
+            for key in ("source", "detect_source"):
+                value = getattr(cam, key)
+                if secret := url_password(value):
+                    out.append((f"cameras.{name}.{key}", value, secret))
+        return out
+
+    @property
+    def node(self) -> str:
+        """The node id in use: `node_id`, else this host's name."""
+        return self.node_id or host_node_id()
 
 
 CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
-    """Validate a parsed TOML document; `where` (the file) prefixes every message."""
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "api"}
+def parse_daemon_config(doc: dict[str, Any], where: str,
+                        env: Mapping[str, str] | None = None) -> DaemonConfig:
+    """Validate a parsed TOML document; `where` (the file) prefixes every message. `${NAME}` in a
+    string comes from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id",
+               "api"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -243,29 +295,36 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
         if not name or not set(name) <= CAMERA_NAME_CHARS:
             raise ConfigError(f"{where}: cameras.{shown_key(name)}: camera names use letters, digits, "
                               f"'_' and '-' only")
-        cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}")
+        cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}", env)
     device = doc.get("device", "auto")
+    device = expand(device, f"{where}: device", env) if isinstance(device, str) else device
     if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
+    node_id = doc.get("node_id", "")
+    node_id = expand(node_id, f"{where}: node_id", env) if isinstance(node_id, str) else node_id
+    if not isinstance(node_id, str) or (node_id and not NODE_ID.fullmatch(node_id)):
+        raise ConfigError(f"{where}: node_id: use 1-64 letters, digits, '_' or '-'")
     enabled = {k: v for k, v in cameras.items() if v.enabled}
     if not enabled:
         raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
-    metrics = from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics")
-    api = from_mapping(ApiConfig, doc.get("api", {}), f"{where}: api")
-    if api.enabled and not (api.token or api.token_file) and not is_loopback(metrics.host):
+    metrics = from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics", env)
+    api = from_mapping(ApiConfig, doc.get("api", {}), f"{where}: api", env)
+    if api.enabled and not api.token and not is_loopback(metrics.host):
         raise ConfigError(f"{where}: api.token: required when metrics.host ({metrics.host}) is not "
                           f"a loopback address: set api.token or api.token_file, or api.enabled = "
                           f"false")
     return DaemonConfig(
         cameras=enabled,
-        mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt") if "mqtt" in doc else None,
+        mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt", env) if "mqtt" in doc else None,
         metrics=metrics,
         api=api,
-        storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),
-        logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging"),
+        storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage", env),
+        logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging", env),
         device=device,
-        inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference"),
+        inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference",
+                               env),
         path=where,
+        node_id=node_id,
     )
 
 

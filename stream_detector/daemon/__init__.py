@@ -21,7 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from stream_detector.daemon.endpoints import health_routes
-from stream_detector.daemon.environment import check_environment, load_config
+from stream_detector.daemon.environment import check_environment, load_config, secret_warnings
 from stream_detector.daemon.health import Heartbeats, notify_systemd
 from stream_detector.daemon.metrics import Metrics
 
@@ -50,6 +50,7 @@ __all__ = [
     "probe_cameras",
     "probe_failed",
     "run",
+    "secret_warnings",
 ]
 
 _WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",

@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -42,7 +44,6 @@ from stream_detector.daemon.checks import check_cameras, model_key
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.endpoints import health_routes
-from stream_detector.daemon.environment import api_token
 from stream_detector.detect import (
     FramePreparer,
     FrameScorer,
@@ -101,8 +102,9 @@ class Daemon:
         self.reviews = Reviews(self.store, lambda: self.publisher.wake(),
                                self.metrics.verdict_rejected)
         if cfg.mqtt is not None:
-            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), on_state=self._mqtt_state,
-                                 on_verdict=self.reviews.from_mqtt, public_url=self._public_url)
+            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), node=cfg.node,
+                                 on_state=self._mqtt_state, on_verdict=self.reviews.from_mqtt,
+                                 public_url=self._public_url)
             sinks.append(self.mqtt)
         self.sinks = Sinks(sinks, self.mqtt or stdout_sink, self._delivered)
         self.publisher = Publisher(self.store, self.sinks,
@@ -112,7 +114,8 @@ class Daemon:
                              beat=self.heartbeats.beater("clips"))
         self._recorders: dict[str, Recorder] = {}
         self._rings: dict[str, SegmentRing] = {}  # kept across a camera's restart: pending clips
-        self.writer = Writer(self.store, event_payload, self.metrics, self._stored,
+        self.writer = Writer(self.store, partial(event_payload, host=cfg.node), self.metrics,
+                             self._stored,
                              self.sinks.score,
                              Path(storage.path) / "snapshots" if storage.snapshots else None,
                              Retention(storage.keep_days, storage.keep_mb),
@@ -130,7 +133,7 @@ class Daemon:
             self.routes.include(review_routes(
                 self.reviews, lambda: camera_states(list(self.cfg.cameras), self.metrics,
                                                     self.writer, self.store),
-                Path(storage.path), api_token(cfg.api, cfg.path)))
+                Path(storage.path), cfg.api.token))
         self.http = HttpServer(cfg.metrics.host, cfg.metrics.port, self.routes)
         self.metrics.watch_http(self.http.stats)
 
@@ -189,9 +192,11 @@ class Daemon:
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
         models = check_cameras(new, self.cfg.device, self.cfg.inference.precision)  # re-read
-        if (new.mqtt, new.metrics, new.storage, new.device, new.inference) != (
-                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference):
-            log.warning("reload: mqtt, metrics, storage, device and inference changes apply after a restart")
+        if (new.mqtt, new.metrics, new.storage, new.device, new.inference, new.node_id,
+                new.api) != (self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device,
+                             self.cfg.inference, self.cfg.node_id, self.cfg.api):
+            log.warning("reload: mqtt, metrics, api, storage, device, inference and node_id "
+                        "changes apply after a restart")
         old = self.cfg.cameras
         self._models = models
         for name in old:
@@ -204,9 +209,8 @@ class Daemon:
                                    {name: False for name in added})
         for name in added:
             self._start_camera(name, new.cameras[name])
-        self.cfg = DaemonConfig(cameras=new.cameras, mqtt=self.cfg.mqtt, metrics=self.cfg.metrics,
-                                storage=self.cfg.storage, logging=new.logging,
-                                device=self.cfg.device, inference=self.cfg.inference, path=new.path)
+        # Only cameras and logging change without a restart; the rest stays as the daemon runs it.
+        self.cfg = replace(self.cfg, cameras=new.cameras, logging=new.logging, path=new.path)
         log.info("reload: %d camera(s) running", len(self._captures))
 
     def liveness(self) -> tuple[bool, dict[str, object]]:

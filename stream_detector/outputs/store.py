@@ -54,15 +54,18 @@ class StoredEvent:
     timeline: list[list[float]] | None = None  # an end's scores over its clip: [[wall, score], ...]
 
 
-def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | None = None,
-                  clip: str | None = None, clip_start: float | None = None) -> dict[str, Any]:
+def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | None = None, *,
+                  host: str, clip: str | None = None,
+                  clip_start: float | None = None) -> dict[str, Any]:
     """The JSON published on `<prefix>/events`, shaped like Frigate's so existing automations fit.
 
     `before` is the "after" of the previous payload for the same event id (None for the first);
-    an `end` carries its clip (`has_clip`, `clip`: its path, `clip_start`: its first frame's time).
+    `host` is the node id of the host that saw it (a fleet shares one broker); an `end` carries
+    its clip (`has_clip`, `clip`: its path, `clip_start`: its first frame's time).
     """
     after = {
         "id": event.id,
+        "host": host,
         "camera": event.camera,
         "start_time": event.start_wall,
         "end_time": event.end_wall,
@@ -77,6 +80,8 @@ def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | N
         "clip": clip,
         "clip_start": clip_start if clip is not None else None,
     }
+    if before is not None and "host" not in before:  # stored by a release without node ids
+        before = {"id": before.get("id"), "host": host, **before}
     return {"type": _PAYLOAD_TYPES[event.type], "before": before, "after": after}
 
 

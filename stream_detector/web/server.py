@@ -29,7 +29,7 @@ class Limits:
 
     workers: int = 4              # handler threads: requests beyond wait for one, in order
     max_connections: int = 512    # beyond: the connection idle the longest is closed to make room
-    backlog: int = 128            # the kernel's queue of connections not yet accepted
+    backlog: int = 1024           # the kernel's queue of connections not yet accepted (capped by somaxconn)
     idle_timeout: float = 5.0     # a kept-alive connection waits this long for its next request
     header_timeout: float = 10.0  # request line and headers complete within this
     body_timeout: float = 10.0    # the body complete within this, once the head is in
@@ -63,6 +63,7 @@ class HttpServer:
         self._workers: list[threading.Thread] = []
         self._conns: dict[int, _Conn] = {}
         self._port = 0
+        self._bug_logged = -Incidents.EVERY
         self.incidents = Incidents()
 
     @property
@@ -192,6 +193,10 @@ class HttpServer:
             self.incidents.add("aborted", f"{client}: {exc.__class__.__name__}")
         except asyncio.CancelledError:
             pass
+        except Exception:  # a bug (a handler's header with a line break): this connection only
+            if time.monotonic() - self._bug_logged >= Incidents.EVERY:
+                self._bug_logged = time.monotonic()
+                log.exception("http: a connection from %s failed", client)
         finally:
             self._conns.pop(key, None)
             writer.transport.abort()  # nothing left to flush: a closed socket frees its buffers now

@@ -58,16 +58,18 @@ def require_ffmpeg() -> None:
 class RtspServer:
     """rtsp_server.py as a child process on a fixed port, so a restart is the same camera URL."""
 
-    def __init__(self, clip: Path, logfile: Path) -> None:
+    def __init__(self, clip: Path, logfile: Path, auth: str = "") -> None:
+        """`auth` USER:PASSWORD: the server asks for them (HTTP Basic), as a real camera does."""
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
-        self.clip, self.logfile = clip, logfile
+        self.clip, self.logfile, self.auth = clip, logfile, auth
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
-                [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip)],
+                [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip),
+                 *(["--auth", self.auth] if self.auth else [])],
                 stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         with selectors.DefaultSelector() as sel:

@@ -97,6 +97,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     registry = CollectorRegistry()
     metrics = Metrics(registry)
     with FakeDaemon(metrics), HttpServer("127.0.0.1", 0, health_routes(registry, lambda: (True, {}))) as server:
+        metrics.watch_http(server.stats)
         prom = start_prometheus(server.port, tmp)
         try:
             wait_for_scrapes(prom)

@@ -249,7 +249,7 @@ def test_an_rtsp_cameras_clip_is_a_copy_of_its_stream(tmp_path: Path, vtest: Pat
     ring = SegmentRing(tmp_path / "ring", keep=60.0)
     states: list[bool] = []
     recorder = StreamRecorder("cam", server.url, ring, lambda cam, up: states.append(up))
-    assert "copy" in recorder.command() and "-c" in recorder.command()
+    assert "copy" in recorder.command(0) and "-c" in recorder.command(0)
     recorder.start()
     try:
         deadline = time.monotonic() + 30

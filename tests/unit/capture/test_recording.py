@@ -91,3 +91,16 @@ def test_a_recorder_that_cannot_record_says_so_once_and_keeps_retrying(tmp_path:
         recorder.stop()
     assert states == [False] and recorder.failures == 1
     assert not recorder.is_alive()
+
+
+def test_a_stream_recorders_password_reaches_ffmpeg_on_a_pipe_never_its_command_line(
+        tmp_path: Path) -> None:
+    url = "rtsp://viewer:p%23ss%2Fw0rd@127.0.0.1:1/live"
+    recorder = StreamRecorder("cam", url, SegmentRing(tmp_path / "ring", keep=60.0),
+                              lambda cam, up: None)
+    argv = recorder.command(7)
+    assert argv[argv.index("-i") + 1] == "pipe:7" and "concat" in argv
+    assert not any("w0rd" in a or "viewer" in a for a in argv), argv
+    assert "w0rd" not in recorder._redact_text(f"{url}: 401 Unauthorized; p%23ss%2Fw0rd")
+    plain = StreamRecorder("cam", "rtsp://127.0.0.1:1/live", recorder.ring, lambda cam, up: None)
+    assert plain.command(7)[plain.command(7).index("-i") + 1] == "rtsp://127.0.0.1:1/live"

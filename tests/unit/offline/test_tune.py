@@ -52,7 +52,8 @@ def test_a_tuned_model_no_longer_alarms_on_its_false_alarm(tmp_path: Path, vtest
     store = EventStore(tmp_path / "events.sqlite")
     for kind, end in (("start", None), ("end", 1006.0)):
         ev = Event("fa1", "demo", kind, 1000.0, 0.0, end, end, 30.0, 1, None, 2.0)
-        store.append(ev, event_payload(ev, None, clip=str(clip) if end else None,
+        store.append(ev, event_payload(ev, None, host="cam-host",
+                                       clip=str(clip) if end else None,
                                        clip_start=1000.0 if end else None))
     Reviews(store).set("fa1", "false_alarm", "test")
     store.close()

@@ -28,7 +28,8 @@ def store(tmp_path: Path) -> EventStore:
     store = EventStore(tmp_path / "events.sqlite")
     for kind, end in (("start", None), ("end", 1010.0)):
         ev = Event("ev1", "door", kind, 1000.0, 0.0, end, end, 3.0, 1, None, 2.0)
-        store.append(ev, event_payload(ev, None, str(tmp_path / "snapshots" / "ev1-start.jpg")))
+        store.append(ev, event_payload(ev, None, str(tmp_path / "snapshots" / "ev1-start.jpg"),
+                                          host="cam-host"))
     return store
 
 
@@ -102,7 +103,7 @@ def test_files_are_served_only_from_the_store(store: EventStore, tmp_path: Path)
     assert call(router, "GET", "/api/events/ev1/clip.mp4", LOCAL).status == 404  # none made
     # A path edited into the database is not followed out of snapshots/.
     ev = Event("ev2", "door", "start", 1020.0, 0.0, None, None, 3.0, 1, None, 2.0)
-    store.append(ev, event_payload(ev, None, str(tmp_path / "secret.jpg")))
+    store.append(ev, event_payload(ev, None, str(tmp_path / "secret.jpg"), host="cam-host"))
     assert call(router, "GET", "/api/events/ev2/snapshot.jpg", LOCAL).status == 404
     assert call(router, "GET", "/static/index.html", LOCAL).status == 404
     assert call(router, "GET", "/static/app.js", LOCAL).status == 200

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -120,7 +121,7 @@ def test_a_held_end_keeps_its_cameras_later_messages_behind_it_only(tmp_path: Pa
     store = EventStore(tmp_path / "events.sqlite")
     clips = SlowClips(tmp_path / "clips")
     stored: list[int] = []
-    writer = Writer(store, event_payload, Metrics(CollectorRegistry()),
+    writer = Writer(store, partial(event_payload, host="cam-host"), Metrics(CollectorRegistry()),
                     lambda seq, cam, t: stored.append(seq), lambda cam, v: None, None, clips=clips)
     writer.start()
     try:

@@ -35,6 +35,7 @@ def app(tmp_path: Path, gate: threading.Event | None = None) -> Router:
 
     router.get("/slow", slow)
     router.get("/teapot", lambda _: (_ for _ in ()).throw(HttpError(418, "short and stout")))
+    router.get("/split", lambda _: Response(200, b"x", headers={"X-Bad": "a\r\nInjected: 1"}))
     return router
 
 
@@ -205,3 +206,15 @@ def test_stop_closes_open_connections_and_releases_the_port(tmp_path: Path) -> N
         socket.create_connection(("127.0.0.1", port), timeout=1)
     with pytest.raises(RuntimeError):
         srv.port  # noqa: B018
+
+
+def test_a_header_with_a_line_break_ends_that_connection_only(
+        server: HttpServer, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.ERROR):
+        for _ in range(3):
+            sock = raw(server, b"GET /split HTTP/1.1\r\n\r\n")
+            assert sock.recv(4096) == b""  # nothing sent: no injected header reaches a client
+    assert len(caplog.records) == 1 and caplog.records[0].exc_info is not None
+    c = conn(server)
+    c.request("GET", "/healthz")
+    assert c.getresponse().status == 200
