@@ -71,12 +71,9 @@ def tune(model_dir: Path, store_path: Path, out_dir: Path, cameras: Sequence[str
         size = _size(clip)
         model.check_source(*size, str(clip))  # a clip of another scene cannot teach this one
     cues = _cues(model, [c for _, c in clips])
-    center = model.module.center.detach().cpu().numpy().copy()
-    scale = model.module.scale.detach().cpu().numpy().copy()  # the buffer changes below
-    wide = widened(center, scale, cues, quantile, float(meta.get("baseline", {}).get("blur", 0.0)))
+    scale, wide = widen_baseline(model.module, cues, quantile,
+                                 float(meta.get("baseline", {}).get("blur", 0.0)))
     grew = wide > scale * (1 + 1e-6)
-    with torch.no_grad():
-        model.module.scale.copy_(torch.from_numpy(wide).to(model.module.scale.device))
     lineage = {
         "parent": str(model_dir), "parent_signature": meta["signature"],
         "parent_model_sha256": meta["files"][MODEL_FILE]["sha256"],
@@ -91,6 +88,19 @@ def tune(model_dir: Path, store_path: Path, out_dir: Path, cameras: Sequence[str
     load(out_dir, "cpu")  # a directory that would not load is no use: say so now
     growth = float((wide[grew] / scale[grew]).mean()) if grew.any() else 1.0
     return TuneReport(out_dir, [e for e, _ in clips], int(len(cues)), int(grew.sum()), growth)
+
+
+def widen_baseline(module: Any, cues: np.ndarray, quantile: float,
+                   blur: float) -> tuple[np.ndarray, np.ndarray]:
+    """The one place tuning reads and writes the model's buffers: `module.scale` widened in place
+    (`widened`) around `module.center`, both shaped like one frame's cues. Returns the scale
+    before and after."""
+    center = module.center.detach().cpu().numpy().copy()
+    scale = module.scale.detach().cpu().numpy().copy()
+    wide = widened(center, scale, cues, quantile, blur)
+    with torch.no_grad():
+        module.scale.copy_(torch.from_numpy(wide).to(module.scale.device))
+    return scale, wide
 
 
 def widened(center: np.ndarray, scale: np.ndarray, cues: np.ndarray, quantile: float,
