@@ -1,8 +1,9 @@
 """Tuning with verdicts, measured on a replay of a labelled set (UCSD Ped1 in docs/benchmarks.md):
-the daemon's alarms at a lowered threshold on the first part of the test clips, the first k false
-alarms marked false_alarm in an event store (their clips cut as the daemon cuts them, pre/post
-capture included), `stream-detector tune` on that store, then the false-alarm onsets and the
-episodes alarmed on the held-back rest of the test clips, before and after, at the same setting.
+the daemon's alarms at a lowered threshold on the test clips in order, the first k false alarms
+marked false_alarm in an event store (their clips cut as the daemon cuts them, pre/post capture
+included), `stream-detector tune` on that store, then the false-alarm onsets and the episodes
+alarmed on the rest of the test set (the clips after the k-th false alarm's), before and after, at
+the same setting.
 
     python benchmarks/tune_replay.py --model runs/ped1 --data ../shared/data/ucsd_ped1 \\
         --false-alarms-per-hour 20 --k 5 --workdir runs/tune-ped1
@@ -95,7 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--false-alarms-per-hour", type=float, default=20.0,
                    help="the lowered setting both models are replayed at (default 20)")
     p.add_argument("--k", type=int, default=5, help="false alarms to mark (the first k)")
-    p.add_argument("--split", type=float, default=0.5, help="share of test clips that are marked")
     p.add_argument("--pre", type=float, default=5.0)
     p.add_argument("--post", type=float, default=5.0)
     p.add_argument("--workdir", type=Path, required=True)
@@ -105,28 +105,34 @@ def main(argv: list[str] | None = None) -> int:
     args.workdir.mkdir(parents=True)
     started = time.monotonic()
     clips = load_labelled(args.data)
-    cut = int(round(len(clips) * args.split))
-    marking, held = clips[:cut], clips[cut:]
     model = load(args.model, "cpu")
     fps = float(model.metadata["fps"])
     rate = args.false_alarms_per_hour
-    seen, _ = replay(model, marking, rate)
-    order = {c.name: i for i, c in enumerate(marking)}
-    chosen = sorted(seen.false_alarms, key=lambda a: (order[a.clip], a.start))[:args.k]
-    if not chosen:
-        print("no false alarm on the marked clips at this setting: lower the threshold further")
+    everything, alarms = replay(model, clips, rate)
+    order = {c.name: i for i, c in enumerate(clips)}
+    chosen = sorted(everything.false_alarms, key=lambda a: (order[a.clip], a.start))[:args.k]
+    if len(chosen) < args.k or order[chosen[-1].clip] == len(clips) - 1:
+        print(f"{len(everything.false_alarms)} false alarm(s) at this setting: too few to mark "
+              f"{args.k} and hold clips back; lower the threshold further")
         return 1
+    cut = order[chosen[-1].clip] + 1
+    marking, held = clips[:cut], clips[cut:]
     store = mark(chosen, {c.name: c for c in marking}, args.workdir, fps, args.pre, args.post)
     report = tune(args.model, store, args.workdir / "tuned", device="cpu")
     tuned = load(args.workdir / "tuned", "cpu")
-    before, _ = replay(model, held, rate)
+    names = {c.name for c in held}
+    before = operator_metrics([c.name for c in held], [c.labels for c in held],
+                              [a for a in alarms if a.clip in names], fps)
     after, _ = replay(tuned, held, rate)
+    seen = operator_metrics([c.name for c in marking], [c.labels for c in marking],
+                            [a for a in alarms if a.clip not in names], fps)
     alarmed = {(e.clip, e.first) for e in before.episodes if e.alarmed}
     kept = {(e.clip, e.first) for e in after.episodes if e.alarmed}
     out = {
         "model": str(args.model), "data": str(args.data), "false_alarms_per_hour": rate,
         "threshold": model.threshold(rate), "tuned_threshold": tuned.threshold(rate),
         "marked": [{"clip": a.clip, "frames": [a.start, a.end]} for a in chosen],
+        "whole_test_set": {"clips": len(clips), **summary(everything)},
         "marking_part": {"clips": len(marking), **summary(seen)},
         "tune": {"frames": report.frames, "cells_widened": report.cells_widened,
                  "scale_growth": report.scale_growth},
