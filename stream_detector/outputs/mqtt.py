@@ -125,7 +125,9 @@ class MqttSink:
                 return  # a verdict on an older event: the attributes show the newest one
             attrs = {**last, "verdict": payload["verdict"]}
         else:
-            after = payload["after"]
+            after = payload.get("after")
+            if not isinstance(after, dict) or "camera" not in after:
+                return  # not an event payload: nothing to show (the event itself went out)
             camera, base = after["camera"], self._public_url() if self._public_url else ""
             url = f"{base}/api/events/{after['id']}" if base else None
             last = self._last_event.get(camera) or {}
