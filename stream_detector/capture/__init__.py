@@ -31,7 +31,7 @@ from stream_detector.capture.files import (
     open_capture,
     video_info,
 )
-from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state
+from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state, never_dropped
 from stream_detector.capture.loop import (
     Backoff,
     CaptureLoop,
@@ -83,6 +83,7 @@ __all__ = [
     "is_stream_state",
     "iter_frames",
     "main_stream_config",
+    "never_dropped",
     "open_capture",
     "probe",
     "redact",

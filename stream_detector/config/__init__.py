@@ -4,6 +4,7 @@ TOML with unknown keys rejected; every error is one line naming the file and the
   loading.py   reading TOML; building a dataclass from a table (unknown keys, types, ranges)
   detector.py  DetectorConfig: how a model sees a scene and is fitted (`fit`, [detector])
   daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, storage, logging; the default
+  scene.py     ModelChoice: a camera's models and the rules that choose them (picture, hours)
 """
 
 from stream_detector.config.daemon import (
@@ -22,21 +23,27 @@ from stream_detector.config.daemon import (
 )
 from stream_detector.config.detector import DetectorConfig, load_detector_config
 from stream_detector.config.loading import shown
+from stream_detector.config.scene import PICTURES, Hours, ModelChoice, choose, parse_hours
 
 __all__ = [
     "CAMERA_NAME_CHARS",
     "DEFAULT_MODEL",
+    "PICTURES",
     "CameraConfig",
     "DaemonConfig",
     "DetectorConfig",
+    "Hours",
     "InferenceConfig",
     "LoggingConfig",
     "MetricsConfig",
+    "ModelChoice",
     "MqttConfig",
     "StorageConfig",
+    "choose",
     "default_daemon_config",
     "load_daemon_config",
     "load_detector_config",
     "parse_daemon_config",
+    "parse_hours",
     "shown",
 ]

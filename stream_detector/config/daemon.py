@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
+from stream_detector.config.scene import ModelChoice
 from stream_detector.errors import ConfigError
 
 
@@ -121,9 +122,21 @@ class CameraConfig:
     # A camera's low-resolution substream, scored instead of `source`; `source` (the main stream)
     # then feeds snapshots only. The model works at ~200 px: decoding 1080p just to score is waste.
     detect_source: str = ""
+    # Several models, each with a rule (picture grey/colour, hours): the first whose rule holds
+    # scores; `model` is then left empty. See config/scene.py.
+    models: tuple[ModelChoice, ...] = ()
+    # Raise one camera_tampered event (and suppress anomaly events) while the picture no longer
+    # matches what it learned live for at least `tamper_after` seconds: covered, turned, blurred.
+    tamper: bool = True
+    tamper_after: float = 5.0
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
+        check(not (self.model and self.models), "models", "set model or models, not both")
+        names = [m.name for m in self.models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        check(not twice, "models", f"model name {twice[0] if twice else ''!r} is used twice")
+        check(1 <= self.tamper_after <= 600, "tamper_after", "must be in 1..600")
         check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
         check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
         check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
@@ -148,6 +161,11 @@ class CameraConfig:
         check(1 <= self.queue_size <= 1024, "queue_size", "must be in 1..1024")
         for i, poly in enumerate(self.ignore):
             check(len(poly) >= 3, f"ignore[{i}]", "a polygon needs at least 3 points")
+
+    @property
+    def model_choices(self) -> tuple[ModelChoice, ...]:
+        """`models`, or the one `model` (the demo model when empty) named "default"."""
+        return self.models or (ModelChoice("default", self.model or str(DEFAULT_MODEL)),)
 
 
 @dataclass(frozen=True)

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
     from stream_detector.daemon.checks import (
         check_cameras,
+        camera_models,
         load_camera_model,
-        model_key,
         probe_cameras,
         probe_failed,
     )
@@ -41,11 +41,11 @@ __all__ = [
     "HealthServer",
     "Heartbeats",
     "Metrics",
+    "camera_models",
     "check_cameras",
     "check_environment",
     "load_camera_model",
     "load_config",
-    "model_key",
     "notify_systemd",
     "probe_cameras",
     "probe_failed",
@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 _WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",
-               "model_key": "checks", "probe_cameras": "checks", "probe_failed": "checks",
+               "camera_models": "checks", "probe_cameras": "checks", "probe_failed": "checks",
                "run": "lifecycle"}
 
 

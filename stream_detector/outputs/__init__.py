@@ -12,7 +12,7 @@ stdout), and marks them only once the primary sink has them: a broker outage los
 
 from stream_detector.outputs.mqtt import MqttSink
 from stream_detector.outputs.publisher import Publisher, Sink, Sinks
-from stream_detector.outputs.snapshots import renderer_for, scale_box
+from stream_detector.outputs.snapshots import renderer_by_model, renderer_for, scale_box
 from stream_detector.outputs.stdout import StdoutSink
 from stream_detector.outputs.store import (
     FILE_NAME,
@@ -36,6 +36,7 @@ __all__ = [
     "StoredEvent",
     "Writer",
     "event_payload",
+    "renderer_by_model",
     "renderer_for",
     "scale_box",
     "stored_events",

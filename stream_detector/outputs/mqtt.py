@@ -50,6 +50,7 @@ class MqttSink:
         self.events_topic = f"{self._prefix}/events"
         self._lock = threading.Lock()
         self._states: dict[str, bool] = {}  # re-published on connect: the broker may have lost them
+        self._tampered: dict[str, bool] = {}  # likewise
         self._last_score: dict[str, float] = {}
         self._down_logged = False
         self._stopping = False
@@ -105,6 +106,12 @@ class MqttSink:
         if self.connected:
             self._publish_state(camera, on)
 
+    def tamper_state(self, camera: str, on: bool) -> None:
+        with self._lock:
+            self._tampered[camera] = on
+        if self.connected:
+            self._publish_state(camera, on, "tampered")
+
     def score(self, camera: str, value: float) -> None:
         """At most one score per camera per `score_interval` seconds; the rest are dropped."""
         now = self._clock()
@@ -150,8 +157,11 @@ class MqttSink:
                 client.publish(topic, json.dumps(config), qos=1, retain=True)
         with self._lock:
             states = dict(self._states)
+            tampered = dict(self._tampered)
         for camera, on in states.items():
             self._publish_state(camera, on)
+        for camera, on in tampered.items():
+            self._publish_state(camera, on, "tampered")
         self.connected = True
         self._down_logged = False
         log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
@@ -184,7 +194,8 @@ class MqttSink:
     # --- helpers ----------------------------------------------------------------------------------
 
     def discovery_configs(self) -> dict[str, dict[str, Any]]:
-        """Home Assistant MQTT discovery: one binary_sensor and one score sensor per camera."""
+        """Home Assistant MQTT discovery per camera: binary_sensors for the anomaly and for the
+        picture being tampered with (a "problem"), and the score sensor."""
         ha, node, p = self.config.homeassistant_prefix, _node_id(self._prefix), self._prefix
         host = self._host
         name = f"stream-detector on {host}" if node == "stream-detector" else f"{node} on {host}"
@@ -200,13 +211,17 @@ class MqttSink:
                 "name": f"{cam} anomaly", "unique_id": f"{node}_{cam}_anomaly",
                 "state_topic": f"{p}/{cam}/anomaly", "payload_on": "ON", "payload_off": "OFF",
                 "device_class": "motion", **common}
+            out[f"{ha}/binary_sensor/{node}/{cam}_tampered/config"] = {
+                "name": f"{cam} tampered", "unique_id": f"{node}_{cam}_tampered",
+                "state_topic": f"{p}/{cam}/tampered", "payload_on": "ON", "payload_off": "OFF",
+                "device_class": "problem", **common}
             out[f"{ha}/sensor/{node}/{cam}_score/config"] = {
                 "name": f"{cam} anomaly score", "unique_id": f"{node}_{cam}_score",
                 "state_topic": f"{p}/{cam}/score", "state_class": "measurement", **common}
         return out
 
-    def _publish_state(self, camera: str, on: bool) -> None:
-        self._check(self._client.publish(f"{self._prefix}/{camera}/anomaly", "ON" if on else "OFF",
+    def _publish_state(self, camera: str, on: bool, topic: str = "anomaly") -> None:
+        self._check(self._client.publish(f"{self._prefix}/{camera}/{topic}", "ON" if on else "OFF",
                                          qos=self.config.qos, retain=True))
 
     def _wait_ack(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:

@@ -70,6 +70,9 @@ def event_payload(event: Event, before: dict[str, Any] | None,
         "box": event.box.as_list() if event.box is not None else None,
         "snapshot": snapshot,
         "end_reason": event.reason if event.type == "end" else None,
+        "kind": event.kind,
+        "model": event.model,
+        "detail": event.detail,
     }
     return {"type": _PAYLOAD_TYPES[event.type], "before": before, "after": after}
 
