@@ -18,6 +18,7 @@ from stream_detector.capture.factory import (
     capture_backend,
     main_stream_config,
     probe,
+    probe_frame,
     scored_config,
     source_for,
 )
@@ -86,6 +87,7 @@ __all__ = [
     "never_dropped",
     "open_capture",
     "probe",
+    "probe_frame",
     "redact",
     "scored_config",
     "source_for",

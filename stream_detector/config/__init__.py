@@ -23,7 +23,7 @@ from stream_detector.config.daemon import (
 )
 from stream_detector.config.detector import DetectorConfig, load_detector_config
 from stream_detector.config.loading import shown
-from stream_detector.config.scene import PICTURES, Hours, ModelChoice, choose, parse_hours
+from stream_detector.config.scene import PICTURES, Hours, ModelChoice, choose, explain, parse_hours
 
 __all__ = [
     "CAMERA_NAME_CHARS",
@@ -41,6 +41,7 @@ __all__ = [
     "StorageConfig",
     "choose",
     "default_daemon_config",
+    "explain",
     "load_daemon_config",
     "load_detector_config",
     "parse_daemon_config",

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stream_detector.config.detector import DetectorConfig
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
 from stream_detector.config.scene import ModelChoice
 from stream_detector.errors import ConfigError
@@ -128,7 +129,7 @@ class CameraConfig:
     # Raise one camera_tampered event (and suppress anomaly events) while the picture no longer
     # matches what it learned live for at least `tamper_after` seconds: covered, turned, blurred.
     tamper: bool = True
-    tamper_after: float = 5.0
+    tamper_after: float = 4.0
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
@@ -196,6 +197,8 @@ class DaemonConfig:
     device: str = "auto"  # auto | cpu | cuda
     inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
+    # How `fit --config FILE --camera NAME` fits this file's cameras; the daemon does not use it.
+    detector: DetectorConfig = DetectorConfig()
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
@@ -207,7 +210,7 @@ CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012
 
 def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
     """Validate a parsed TOML document; `where` (the file) prefixes every message."""
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras"}
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "detector"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -235,6 +238,7 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
         device=device,
         inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference"),
         path=where,
+        detector=from_mapping(DetectorConfig, doc.get("detector", {}), f"{where}: detector"),
     )
 
 

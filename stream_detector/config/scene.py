@@ -93,3 +93,18 @@ def choose(choices: tuple[ModelChoice, ...], picture: str | None, moment: dt.tim
         if choice.holds(picture, moment):
             return choice.name
     return choices[-1].name
+
+
+def explain(choices: tuple[ModelChoice, ...], picture: str | None, moment: dt.time) -> str:
+    """Which entry would be active, and why, in words (`check-config`); with the picture unknown
+    and a picture rule that matters, both answers."""
+    when = f"at {moment:%H:%M}"
+    if picture is None and any(c.picture for c in choices):
+        by = {p: choose(choices, p, moment) for p in PICTURES}
+        if by["grey"] != by["colour"]:
+            return (f"{by['colour']} if the picture is colour, {by['grey']} if it is grey ({when}; "
+                    f"check-config --probe measures the picture)")
+    name = choose(choices, picture, moment)
+    chosen = next(c for c in choices if c.name == name)
+    why = chosen.rule if chosen.holds(picture, moment) else "no rule holds: the last entry"
+    return f"{name} ({why}; {when}" + (f", the picture is {picture})" if picture else ")")

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
-from stream_detector.capture import probe, scored_config
+from stream_detector.capture import probe_frame, scored_config
 from stream_detector.config import CameraConfig, DaemonConfig, ModelChoice
+from stream_detector.detect import measure, picture_of
 from stream_detector.errors import ConfigError, ModelError, SourceError
 from stream_detector.model import LoadedModel, load, pick_device
 
@@ -91,19 +93,26 @@ def check_preparation(cam: CameraConfig, models: list[tuple[str, LoadedModel]], 
                                   f"with the same [detector] settings{hint})")
 
 
+class Probed(NamedTuple):
+    width: int
+    height: int
+    picture: str | None  # "grey" or "colour" (what a camera's model rules see), None if unclear
+
+
 def probe_cameras(cfg: DaemonConfig, models: dict[ModelKey, LoadedModel],
-                  timeout: float) -> Iterator[tuple[str, tuple[int, int] | SourceError]]:
+                  timeout: float) -> Iterator[tuple[str, Probed | SourceError]]:
     """Each camera's scored stream opened once, a frame read within `timeout` seconds and fitted to
-    the camera's model: (camera, (width, height)), or (camera, why not), camera by camera."""
+    the camera's models: (camera, Probed), or (camera, why not), camera by camera."""
     for name, cam in cfg.cameras.items():
         try:
-            width, height = probe(scored_config(cam), name, timeout)  # the stream its model must fit
+            image = probe_frame(scored_config(cam), name, timeout)  # the stream its model must fit
+            height, width = image.shape[:2]
             for model in camera_models(cam, models, cfg.device).values():
                 model.check_source(width, height, f"{width}x{height} frames")
         except SourceError as exc:
             yield name, exc
         else:
-            yield name, (width, height)
+            yield name, Probed(width, height, picture_of(measure(image).colour))
 
 
 def probe_failed(cfg: DaemonConfig, failed: list[tuple[str, SourceError]]) -> ConfigError:

@@ -25,7 +25,13 @@ from stream_detector.detect.frame_scorer import (
 from stream_detector.detect.inference import TAMPERED, InferenceWorker, Item, Lane, Scorer
 from stream_detector.detect.motion import FLOW_SCALE, MotionField, to_gray_u8, with_motion
 from stream_detector.detect.preprocess import FramePreparer, Preprocessor
-from stream_detector.detect.scene import PictureClass, SceneSample, measure, similarity
+from stream_detector.detect.scene import (
+    PictureClass,
+    SceneSample,
+    measure,
+    picture_of,
+    similarity,
+)
 from stream_detector.detect.scoring import (
     ScoreBatch,
     WindowScorer,
@@ -67,6 +73,7 @@ __all__ = [
     "initial_model",
     "lane_for",
     "measure",
+    "picture_of",
     "policy_for",
     "score_frames",
     "score_together",

@@ -60,6 +60,11 @@ def similarity(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / norm) if norm > 1e-12 else 0.0
 
 
+def picture_of(colour: float) -> str | None:
+    """"grey" or "colour" for a measured colourfulness; None between the bounds."""
+    return "grey" if colour < GREY_BELOW else "colour" if colour > COLOUR_ABOVE else None
+
+
 class PictureClass:
     """Grey or colour, decided on the frames: the first measurement decides at once; after that the
     other class must be seen for `hold` seconds, so a passing headlight does not flip it."""
@@ -70,7 +75,7 @@ class PictureClass:
         self._since: float | None = None
 
     def update(self, colour: float, t: float) -> str | None:
-        seen = "grey" if colour < GREY_BELOW else "colour" if colour > COLOUR_ABOVE else None
+        seen = picture_of(colour)
         if self.state is None or seen is None or seen == self.state:
             self.state = self.state or seen
             self._since = None

@@ -73,7 +73,7 @@ class TamperDetector:
     happens to turn grey is tampered, not learned.
     """
 
-    def __init__(self, after: float = 5.0, learn: float = 10.0, adapt: float = 120.0,
+    def __init__(self, after: float = 4.0, learn: float = 10.0, adapt: float = 120.0,
                  interval: float = 0.25) -> None:
         self.after = after  # seconds a change (or the return) must last before it counts
         self.learn = learn

@@ -62,12 +62,14 @@ class RtspServer:
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
         self.clip, self.logfile = clip, logfile
+        self.size = (384, 288)  # what it streams; a restart may change it
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
-                [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip)],
+                [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip),
+                 "--width", str(self.size[0]), "--height", str(self.size[1])],
                 stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         with selectors.DefaultSelector() as sel:

@@ -28,6 +28,7 @@ from daemon_helpers import (
     ROOT,
     DaemonProcess,
     NotifySocket,
+    check_event_sequences,
     cli,
     stored_events,
     write_clip,
@@ -46,13 +47,11 @@ from prom_helpers import (
     wait_for_scrapes,
 )
 from rtsp_helpers import RtspServer, require_gi_python
-from schema_check import errors
 
 from stream_detector.capture import Injection
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = json.loads((ROOT / "stream_detector" / "schema" / "event.schema.json").read_text())
 PREFIX = "sd-daemon"
 LIVE_PREFIX = "sd-live"
 # A clip scored as fast as the model allows: the queue holds all of it, so no frame is dropped and
@@ -98,21 +97,6 @@ def published_rows(config: Path, camera: str) -> list[dict[str, Any]]:
         found = [r for r in stored_events(config) if r["camera"] == camera]
         return found if found and all(r["published"] for r in found) else None
     return wait_for(rows, 20, f"the store to mark {camera}'s events published", interval=0.5)
-
-
-def check_event_sequences(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    """Group payloads by event id; each must read new, update..., end, chained through `before`."""
-    by_id: dict[str, list[dict[str, Any]]] = {}
-    for e in events:
-        assert errors(e, SCHEMA) == [], e
-        by_id.setdefault(e["after"]["id"], []).append(e)
-    for seq in by_id.values():
-        types = [e["type"] for e in seq]
-        assert types[0] == "new" and types[-1] == "end" and set(types[1:-1]) <= {"update"}, types
-        assert [e["before"] for e in seq] == [None] + [e["after"] for e in seq[:-1]]
-        start, end = seq[0]["after"], seq[-1]["after"]
-        assert end["end_time"] >= start["start_time"] and end["stream_end"] >= start["stream_start"]
-    return list(by_id.values())
 
 
 @pytest.fixture()
