@@ -205,7 +205,7 @@ def _fit(args: argparse.Namespace) -> int:
 
     camera = _live_camera(args, "fit", split=args.split)
     split = _split_models(args, camera) if args.split else ()
-    where = str(args.config or "")
+    where = f"{args.config}: cameras.{args.camera}" if split else ""
     if args.keep_footage is not None and args.keep_footage.is_file():
         raise _ArgumentError(f"fit: --keep-footage: {args.keep_footage} is a file")
     cfg = load_detector_config(args.config, {"epochs": args.epochs})
@@ -228,10 +228,11 @@ def _fit(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> int:
     from stream_detector.offline import record
 
-    camera = _live_camera(args, "record")
-    if camera is None:
+    if args.source is not None and source_kind(args.source) == "file":
         raise _ArgumentError("record: --source must be a camera URL or USB device (files need no "
                              "recording)")
+    camera = _live_camera(args, "record")
+    assert camera is not None  # a live --source or --camera, or _live_camera said why not
     if args.out.is_file():
         raise _ArgumentError(f"record: --out: {args.out} is a file")
     name, cam = camera

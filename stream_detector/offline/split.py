@@ -60,7 +60,7 @@ def split_footage(files: list[Path], choices: tuple[ModelChoice, ...],
         out[choose(choices, picture_of_file(path), moment)].append(path)
     for i, choice in enumerate(choices):
         if not out[choice.name]:
-            raise SourceError(f"{where}: models[{i}] ({choice.name}): no footage matches its rule "
+            raise SourceError(f"{where}.models[{i}] ({choice.name}): no footage matches its rule "
                               f"({choice.rule}); record when it holds too (record --every 1h "
                               f"--duration 24h covers a day and a night)")
     return out
