@@ -26,15 +26,13 @@ from stream_detector.config import (
     CAMERA_NAME_CHARS,
     DEFAULT_MODEL,
     CameraConfig,
-    ModelChoice,
-    explain,
     load_detector_config,
 )
 from stream_detector.errors import SourceError, UserError
 from stream_detector.outputs import stored_events
 
 if TYPE_CHECKING:
-    from stream_detector.offline import Recording, Window
+    from stream_detector.offline import Window
 
 # Handlers import offline/ and model/ when they run: both import torch (seconds to load), which a
 # bad argument or config must not wait for.
@@ -74,16 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"stream-detector {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="learn a scene's normal behaviour from unlabelled normal footage: "
-                       "files, or a live camera recorded first")
+    f = sub.add_parser("fit", help="learn a scene's normal behaviour from normal footage: files, or "
+                       "a live camera recorded first")
     f.add_argument("--source", action="append", help="video file or folder (repeatable), or one "
-                   "camera URL or USB device, recorded for --duration")
-    f.add_argument("--camera", help="a camera of --config (its scored stream, capture settings and "
-                   "credentials), recorded for --duration; with --split and --source: footage to split")
-    f.add_argument("--out", required=True, type=Path,
-                   help="model directory to write (with --split: a folder for one model per name)")
-    f.add_argument("--config", type=Path, help="TOML file with a [detector] table; with --camera, "
-                   "the daemon's config, which may hold one")
+                   "camera URL or USB device (recorded for --duration)")
+    f.add_argument("--camera", help="a camera of --config (its scored stream, capture, credentials),"
+                   " recorded for --duration; with --split --source FOOTAGE: whose rules split it")
+    f.add_argument("--out", required=True, type=Path, help="model directory (--split: a folder)")
+    f.add_argument("--config", type=Path, help="TOML file with a [detector] table (with --camera: "
+                   "the daemon's config)")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     f.add_argument("--epochs", type=_count(0), help="training epochs (default from config)")
     _recording_arguments(f)
@@ -92,8 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                    "`models`, each fitted on the footage its rule (picture, hours) selects")
     f.set_defaults(handler=_fit)
 
-    rec = sub.add_parser("record", help="record a live camera's normal footage for fit, a few "
-                         "minutes at a time over a longer span if asked (--every, --take)")
+    rec = sub.add_parser("record", help="record a live camera's normal footage for fit, over a span")
     rec.add_argument("--source", help="camera URL or USB device")
     rec.add_argument("--camera", help="a camera of --config (its scored stream and credentials)")
     rec.add_argument("--config", type=Path, help="the daemon's config, with --camera")
@@ -153,18 +149,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _recording_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--duration", type=_duration, help="span to record a live camera over: 90s, 20m, "
-                   "2h, 1d (the footage is spread over all of it)")
+    p.add_argument("--duration", type=_duration, help="span to record over, footage spread over all "
+                   "of it: 90s, 20m, 2h, 1d")
     p.add_argument("--every", type=_duration, help="record --take at the start of every this long")
     p.add_argument("--take", type=_duration, help="seconds recorded each --every")
     p.add_argument("--fps", type=_positive, help="frames per second kept (default: the camera's "
                    "fps_limit, else 10): the rate the model is fitted at and the daemon scores at")
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}  # durations and ages: 90s, 20m, 2h, 1d
+
+
 def _duration(text: str) -> float:
     """An argparse type: 90, 90s, 20m, 2h or 1d, up to 30 days."""
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    number, unit = (text[:-1], _UNITS[text[-1]]) if text[-1:] in _UNITS else (text, 1)
     try:
         value = float(number) * unit
     except ValueError:
@@ -201,11 +199,11 @@ _positive.__name__ = "number"
 
 def _fit(args: argparse.Namespace) -> int:
     from stream_detector.model import pick_device
-    from stream_detector.offline import fit_from_camera, fit_models
+    from stream_detector.offline import fit_from_camera, fit_models, split_models
 
     camera = _live_camera(args, "fit", split=args.split)
-    split = _split_models(args, camera) if args.split else ()
-    where = f"{args.config}: cameras.{args.camera}" if split else ""
+    where = f"{args.config}: cameras.{args.camera}"
+    split = split_models(camera[1], where) if args.split and camera else ()
     if args.keep_footage is not None and args.keep_footage.is_file():
         raise _ArgumentError(f"fit: --keep-footage: {args.keep_footage} is a file")
     cfg = load_detector_config(args.config, {"epochs": args.epochs})
@@ -213,11 +211,10 @@ def _fit(args: argparse.Namespace) -> int:
     if camera is None or (args.camera is not None and args.source):  # files, or footage to split
         results = fit_models(args.source, args.out, cfg, device, split, where)
     else:
-        name, cam = camera
-        recording, results = fit_from_camera(cam, name, _windows(args, cam, cfg.max_train_frames),
-                                             _fps(args, cam), args.out, cfg, device,
-                                             args.keep_footage, split, where)
-        print(_recorded(recording, args.keep_footage))
+        fps, windows = _plan(args, camera[1], cfg.max_train_frames)
+        recording, results = fit_from_camera(camera[1], camera[0], windows, fps, args.out, cfg,
+                                             device, args.keep_footage, split, where)
+        print(recording.summary(args.keep_footage))
     for model, report in results:
         print(f"wrote {report.out_dir}{f' (model {model})' if model else ''} ({report.frames} "
               f"frames, {report.seconds:.0f}s, final loss {report.final_loss:.5f}, threshold at 1 "
@@ -235,9 +232,8 @@ def _record(args: argparse.Namespace) -> int:
     assert camera is not None  # a live --source or --camera, or _live_camera said why not
     if args.out.is_file():
         raise _ArgumentError(f"record: --out: {args.out} is a file")
-    name, cam = camera
-    recording = record(cam, name, args.out, _windows(args, cam, None), _fps(args, cam))
-    print(_recorded(recording, args.out))
+    fps, windows = _plan(args, camera[1], None)
+    print(record(camera[1], camera[0], args.out, windows, fps).summary(args.out))
     return 0
 
 
@@ -247,6 +243,9 @@ def _live_camera(args: argparse.Namespace, command: str,
     arguments checked together first, each misuse one line."""
     sources = [args.source] if isinstance(args.source, str) else (args.source or [])
     live = [s for s in sources if source_kind(s) != "file"]
+    if split and args.camera is None:
+        raise _ArgumentError("fit: --split needs --camera NAME and --config FILE: the camera's "
+                             "models and their rules split the footage")
     if args.camera is not None:
         if args.config is None:
             raise _ArgumentError(f"{command}: --camera needs --config FILE (the daemon's config)")
@@ -257,7 +256,8 @@ def _live_camera(args: argparse.Namespace, command: str,
         if args.camera not in cfg.cameras:
             raise UserError(f"{args.config}: cameras.{args.camera}: no such camera (enabled: "
                             f"{', '.join(cfg.cameras)})")
-        camera: tuple[str, CameraConfig] | None = (args.camera, scored_config(cfg.cameras[args.camera]))
+        camera: tuple[str, CameraConfig] | None = (args.camera,
+                                                    scored_config(cfg.cameras[args.camera]))
     elif not sources:
         raise _ArgumentError(f"{command}: give --source (files, a folder or a camera URL) or "
                              f"--camera NAME with --config FILE")
@@ -271,50 +271,19 @@ def _live_camera(args: argparse.Namespace, command: str,
     if not recording and (options or getattr(args, "keep_footage", None)):
         raise _ArgumentError(f"{command}: --{(options or ['keep-footage'])[0]} is for recording "
                              f"a live camera (--source URL or --camera NAME)")
-    if recording:
-        _check_span(args, command)
+    if recording and args.duration is None:
+        raise _ArgumentError(f"{command}: a live camera needs --duration, the span to record over "
+                             f"(e.g. 20m)")
     return camera
 
 
-def _check_span(args: argparse.Namespace, command: str) -> None:
-    if args.duration is None:
-        raise _ArgumentError(f"{command}: a live camera needs --duration, the span to record over "
-                             f"(e.g. 20m)")
-    if (args.every is None) != (args.take is None):
-        raise _ArgumentError(f"{command}: --every and --take go together")
-    if args.every is not None and not args.take <= args.every <= args.duration:
-        raise _ArgumentError(f"{command}: --take {args.take:g}s, --every {args.every:g}s, "
-                             f"--duration {args.duration:g}s: need take <= every <= duration")
+def _plan(args: argparse.Namespace, cam: CameraConfig,
+          budget: int | None) -> tuple[float, list[Window]]:
+    """The rate to record at and when (every window of `budget` frames at most, when set)."""
+    from stream_detector.offline import plan_windows, recording_rate
 
-
-def _split_models(args: argparse.Namespace,
-                  camera: tuple[str, CameraConfig] | None) -> tuple[ModelChoice, ...]:
-    if camera is None or args.camera is None:
-        raise _ArgumentError("fit: --split needs --camera NAME and --config FILE: the camera's "
-                             "models and their rules split the footage")
-    if len(camera[1].models) < 2:
-        raise UserError(f"{args.config}: cameras.{args.camera}.models: --split needs a camera "
-                        f"with two or more models")
-    return camera[1].models
-
-
-def _windows(args: argparse.Namespace, cam: CameraConfig, budget: int | None) -> list[Window]:
-    from stream_detector.offline import plan_windows
-
-    fps = _fps(args, cam)
-    return plan_windows(args.duration, fps, budget or 10**12, args.every, args.take)
-
-
-def _fps(args: argparse.Namespace, cam: CameraConfig) -> float:
-    """--fps, else the rate the daemon would score the camera at (0: every frame), else 10."""
-    return float(args.fps or (cam.fps_limit if cam.fps_limit is not None else 10.0))
-
-
-def _recorded(recording: Recording, kept: Path | None) -> str:
-    spans = ", ".join(f"{last - first:.1f}s" for first, last in recording.spans)
-    where = f" in {kept}" if kept else " (not kept)"
-    return (f"recorded {recording.frames} frames at {recording.fps:g} frames/s in "
-            f"{len(recording.files)} file(s){where}, spanning {spans}")
+    fps = recording_rate(args.fps, cam)
+    return fps, plan_windows(args.duration, fps, budget or 10**12, args.every, args.take)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -386,21 +355,17 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"camera {name}: ok, {probed.width}x{probed.height} frames")
     if failed:
         raise daemon.probe_failed(cfg, failed)
-    now = dt.datetime.now().time()
-    for name, cam in cfg.cameras.items():
-        if len(cam.model_choices) > 1:
-            print(f"camera {name}: active model now: "
-                  f"{explain(cam.model_choices, pictures.get(name), now)}")
+    for line in daemon.active_models(cfg, pictures):
+        print(line)
     print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)}"
           f"{', each delivered a frame' if args.probe else ''})")
     return 0
 
 
 def _parse_since(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-            return time.time() - float(text[:-1]) * units[text[-1]]
+        if text[-1:] in _UNITS and text[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(text[:-1]) * _UNITS[text[-1]]
         if text.replace(".", "", 1).isdigit():
             return float(text)
         stamp = dt.datetime.fromisoformat(text)

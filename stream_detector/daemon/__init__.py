@@ -41,6 +41,7 @@ __all__ = [
     "HealthServer",
     "Heartbeats",
     "Metrics",
+    "active_models",
     "camera_models",
     "check_cameras",
     "check_environment",
@@ -52,7 +53,8 @@ __all__ = [
     "run",
 ]
 
-_WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",
+_WITH_TORCH = {"Daemon": "app", "active_models": "checks", "check_cameras": "checks",
+               "load_camera_model": "checks",
                "camera_models": "checks", "probe_cameras": "checks", "probe_failed": "checks",
                "run": "lifecycle"}
 

@@ -1,16 +1,17 @@
 """The cameras' start-up check, after `environment.load_config`: the device exists, each camera's
 model loads and fits what the camera sends it; the errors name the file and the key. And
-`check-config --probe`: a frame read from each camera and fitted to its model.
+`check-config --probe`: a frame read from each camera and fitted to its models; which is active.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from stream_detector.capture import probe_frame, scored_config
-from stream_detector.config import CameraConfig, DaemonConfig, ModelChoice
+from stream_detector.config import CameraConfig, DaemonConfig, ModelChoice, explain
 from stream_detector.detect import measure, picture_of
 from stream_detector.errors import ConfigError, ModelError, SourceError
 from stream_detector.model import LoadedModel, load, pick_device
@@ -113,6 +114,14 @@ def probe_cameras(cfg: DaemonConfig, models: dict[ModelKey, LoadedModel],
             yield name, exc
         else:
             yield name, Probed(width, height, picture_of(measure(image).colour))
+
+
+def active_models(cfg: DaemonConfig, pictures: dict[str, str | None]) -> list[str]:
+    """For each camera with several models, which would be active now and why (check-config);
+    `pictures`: what --probe measured (grey, colour), by camera."""
+    now = dt.datetime.now().time()
+    return [f"camera {name}: active model now: {explain(cam.model_choices, pictures.get(name), now)}"
+            for name, cam in cfg.cameras.items() if len(cam.model_choices) > 1]
 
 
 def probe_failed(cfg: DaemonConfig, failed: list[tuple[str, SourceError]]) -> ConfigError:

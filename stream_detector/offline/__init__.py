@@ -21,7 +21,7 @@ from stream_detector.offline.evaluation import (
     load_labelled,
     roc_auc,
 )
-from stream_detector.offline.field import fit_from_camera, fit_models
+from stream_detector.offline.field import fit_from_camera, fit_models, split_models
 from stream_detector.offline.fit import (
     Clip,
     FitReport,
@@ -35,7 +35,13 @@ from stream_detector.offline.fit import (
     load_footage,
     train_network,
 )
-from stream_detector.offline.record import Recording, Window, plan_windows, record
+from stream_detector.offline.record import (
+    Recording,
+    Window,
+    plan_windows,
+    record,
+    recording_rate,
+)
 from stream_detector.offline.replay import (
     EvalReport,
     clip_scores,
@@ -72,8 +78,10 @@ __all__ = [
     "measure_stages",
     "plan_windows",
     "record",
+    "recording_rate",
     "replay_alarms",
     "roc_auc",
     "score_file",
+    "split_models",
     "train_network",
 ]

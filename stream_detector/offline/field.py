@@ -12,9 +12,17 @@ import torch
 
 from stream_detector.capture import expand_sources
 from stream_detector.config import CameraConfig, DetectorConfig, ModelChoice
+from stream_detector.errors import ConfigError
 from stream_detector.offline.fit import FitReport, fit
 from stream_detector.offline.record import Recording, Window, record
 from stream_detector.offline.split import split_footage
+
+
+def split_models(cam: CameraConfig, where: str) -> tuple[ModelChoice, ...]:
+    """The camera's models for `fit --split`: at least two, or a ConfigError naming `where`."""
+    if len(cam.models) < 2:
+        raise ConfigError(f"{where}.models: --split needs a camera with two or more models")
+    return cam.models
 
 
 def fit_models(files: list[Path], out: Path, cfg: DetectorConfig, device: torch.device,

@@ -39,7 +39,12 @@ def plan_windows(duration: float, fps: float, budget: int, every: float | None =
     """When to record. With `every`/`take`: `take` seconds at the start of every `every` seconds.
     Else the whole `duration`, unless it holds more than `budget` frames (what `fit` keeps): then
     SEGMENT-long windows evenly spread over it, so the footage spans all of it in that budget."""
+    if (every is None) != (take is None):
+        raise SourceError("--every and --take go together")
     if every is not None and take is not None:
+        if not take <= every <= duration:
+            raise SourceError(f"--take {take:g}s, --every {every:g}s, --duration {duration:g}s: "
+                              f"need take <= every <= duration")
         windows = [Window(float(s), min(take, duration - float(s)))
                    for s in np.arange(0.0, duration, every)]
     else:
@@ -57,12 +62,24 @@ def plan_windows(duration: float, fps: float, budget: int, every: float | None =
     return [Window(i * spacing, min(SEGMENT, spacing)) for i in range(count)]
 
 
+def recording_rate(requested: float | None, cam: CameraConfig) -> float:
+    """Frames per second to keep: as requested, else the rate the daemon scores the camera at (its
+    fps_limit; 0: every frame), else 10."""
+    return float(requested or (cam.fps_limit if cam.fps_limit is not None else 10.0))
+
+
 @dataclass(frozen=True)
 class Recording:
     files: list[Path]
     frames: int
     fps: float  # the files' frame rate: the requested one, or what the camera delivered if less
     spans: list[tuple[float, float]]  # per file: monotonic times of its first and last frame
+
+    def summary(self, kept: Path | None) -> str:
+        spans = ", ".join(f"{last - first:.1f}s" for first, last in self.spans)
+        where = f" in {kept}" if kept else " (not kept)"
+        return (f"recorded {self.frames} frames at {self.fps:g} frames/s in {len(self.files)} "
+                f"file(s){where}, spanning {spans}")
 
 
 class _Writer:

@@ -395,7 +395,7 @@ CASES = [
     Bad("fit --duration 40d", r"argument --duration: 40d is not between 1s and 30d",
         argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "40d",
               "--out", "TMP/m"), names=""),
-    Bad("fit --every without --take", r"fit: --every and --take go together",
+    Bad("fit --every without --take", r"--every and --take go together",
         argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
               "1h", "--out", "TMP/m"), names=""),
     Bad("fit --take longer than --every", r"need take <= every <= duration",
