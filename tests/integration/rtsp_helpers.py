@@ -14,6 +14,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,18 @@ class RtspServer:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
+
+
+@contextmanager
+def serving(clip: Path, logfile: Path) -> Iterator[RtspServer]:
+    """An RtspServer streaming `clip`, killed however the test ends (fixtures wrap it)."""
+    require_gi_python()
+    server = RtspServer(clip, logfile)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 class Recorder:

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, require_gi_python, wait_frame
+from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, serving, wait_frame
 
 from stream_detector.capture import Backoff, CaptureLoop, FFmpegSource, FrameQueue
 from stream_detector.messages import Frame
@@ -65,13 +65,8 @@ class BlackHole:
 
 @pytest.fixture()
 def server(vtest: Path, tmp_path: Path) -> Iterator[RtspServer]:
-    require_gi_python()
-    srv = RtspServer(vtest, tmp_path / "rtsp_server.log")
-    srv.start()
-    try:
+    with serving(vtest, tmp_path / "rtsp_server.log") as srv:
         yield srv
-    finally:
-        srv.kill()
 
 
 @pytest.fixture()

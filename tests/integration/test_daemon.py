@@ -34,7 +34,15 @@ from daemon_helpers import (
     write_clip,
     write_config,
 )
-from mqtt_broker import Broker, Message, Subscriber, free_port, running_broker, subscribed
+from mqtt_broker import (
+    Broker,
+    Message,
+    Subscriber,
+    free_port,
+    payloads,
+    running_broker,
+    subscribed,
+)
 from prom_helpers import (
     DASHBOARD,
     PROM_DIR,
@@ -59,15 +67,6 @@ LIVE_PREFIX = "sd-live"
 FAST_CLIP = {"realtime": False, "queue_size": 1024, "min_duration": 0.3, "cooldown": 1.0,
              "update_interval": 1.0}
 INJECTED = Injection(40, 80)  # the object crosses frames 40-79 (4.0-8.0 s) of a 120-frame clip
-
-
-def payloads(messages: list[Message], topic: str) -> list[dict[str, Any]]:
-    """JSON payloads on `topic` in arrival order, without redeliveries (delivery is at least once)."""
-    out: list[dict[str, Any]] = []
-    for t, raw, _ in messages:
-        if t == topic and (payload := json.loads(raw)) not in out:
-            out.append(payload)
-    return out
 
 
 def yard_flow(msgs: list[Message]) -> list[str]:

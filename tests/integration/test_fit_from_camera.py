@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from daemon_helpers import ROOT, cli, write_config
 from mqtt_broker import free_port
-from rtsp_helpers import RtspServer, require_ffmpeg, require_gi_python
+from rtsp_helpers import RtspServer, require_ffmpeg, serving
 
 from stream_detector.capture import video_info
 from stream_detector.model import load
@@ -30,14 +30,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture()
 def camera(vtest: Path, tmp_path: Path) -> Iterator[RtspServer]:
-    require_gi_python()
     require_ffmpeg()
-    server = RtspServer(vtest, tmp_path / "rtsp.log")
-    server.start()
-    try:
+    with serving(vtest, tmp_path / "rtsp.log") as server:
         yield server
-    finally:
-        server.kill()
 
 
 def blocks(entries: list[dict[str, object]]) -> set[int]:

@@ -29,7 +29,7 @@ from daemon_helpers import (
     stored_events,
     write_config,
 )
-from mqtt_broker import Broker, Message, free_port, running_broker, subscribed
+from mqtt_broker import Broker, Message, free_port, payloads, running_broker, subscribed
 from rtsp_helpers import RtspServer, require_gi_python
 from schema_check import errors
 
@@ -124,19 +124,10 @@ def turned(vtest: Path, out: Path) -> Path:
     return out
 
 
-def events_in(messages: list[Message]) -> list[dict[str, Any]]:
-    """Event payloads in arrival order, without redeliveries (delivery is at least once)."""
-    out: list[dict[str, Any]] = []
-    for topic, raw, _ in messages:
-        if topic == f"{PREFIX}/events" and (p := json.loads(raw)) not in out:
-            out.append(p)
-    return out
-
-
 def tamper(kind: str) -> Callable[[list[Message]], bool]:
     """A Subscriber.wait_for condition: a camera_tampered event of this type arrived."""
     return lambda m: any(e["after"]["kind"] == "camera_tampered" and e["type"] == kind
-                         for e in events_in(m))
+                         for e in payloads(m, f"{PREFIX}/events"))
 
 
 def test_a_camera_turned_to_another_scene_raises_one_tamper_event_and_clears(
@@ -183,7 +174,7 @@ def test_a_camera_turned_to_another_scene_raises_one_tamper_event_and_clears(
     print(f"tamper raised {raised:.1f} s after the stream was replaced, cleared {cleared:.1f} s "
           f"after it returned")  # shown with -s: the figures docs/benchmarks.md quotes
     assert raised <= 10.0 and cleared <= 10.0, (raised, cleared)
-    events = events_in(msgs)
+    events = payloads(msgs, f"{PREFIX}/events")
     assert all(errors(e, SCHEMA) == [] for e in events)
     tampered = [e for e in events if e["after"]["kind"] == "camera_tampered"]
     assert [e["type"] for e in tampered] == ["new", "end"], tampered

@@ -56,6 +56,16 @@ def test_publisher_delivers_in_order_and_retries_same_event(tmp_path: Path) -> N
     store.close()
 
 
+def drain(pub: Publisher, store: EventStore) -> None:
+    """Run the publisher until the store has nothing unpublished, then stop it."""
+    pub.start()
+    pub.wake()
+    deadline = time.monotonic() + 5
+    while store.unpublished() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pub.stop(2)
+
+
 def test_dispatcher_sends_state_after_its_event_and_keeps_stdout_live_while_the_primary_fails(
         tmp_path: Path) -> None:
     """One path, per sink in store order: event, then anomaly state; a failing primary is retried on
@@ -84,14 +94,8 @@ def test_dispatcher_sends_state_after_its_event_and_keeps_stdout_live_while_the_
     append(store, 1, kind="end")
     append(store, 3)
     primary = Primary()
-    pub = Publisher(store, Sinks([StdoutSink(out), primary], primary),  # type: ignore[list-item]
-                    min_backoff=0.01, max_backoff=0.05)
-    pub.start()
-    pub.wake()
-    deadline = time.monotonic() + 5
-    while store.unpublished() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pub.stop(2)
+    drain(Publisher(store, Sinks([StdoutSink(out), primary], primary),  # type: ignore[list-item]
+                    min_backoff=0.01, max_backoff=0.05), store)
     assert log == ["primary 1", "primary ON", "primary fails 2", "primary fails 2", "primary 2",
                    "primary OFF", "primary 3", "primary ON"]
     assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["new", "end", "new"]
@@ -122,13 +126,7 @@ def test_a_tamper_event_sets_the_tampered_state_not_the_anomaly_state(tmp_path: 
         ev = dataclasses.replace(make_event(n, kind=type_), kind=kind)
         store.append(ev, event_payload(ev, None))
     sink = Recorder()
-    pub = Publisher(store, Sinks([sink], sink))  # type: ignore[list-item]
-    pub.start()
-    pub.wake()
-    deadline = time.monotonic() + 5
-    while store.unpublished() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pub.stop(2)
+    drain(Publisher(store, Sinks([sink], sink)), store)  # type: ignore[list-item]
     assert log == ["new anomaly", "anomaly ON", "end anomaly", "anomaly OFF",
                    "new camera_tampered", "tampered ON", "end camera_tampered", "tampered OFF"]
     store.close()
