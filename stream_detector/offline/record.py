@@ -119,8 +119,9 @@ class _Writer:
         return True
 
     def _open(self) -> None:
-        if self.rate is None and len(self.held) > 1:
-            measured = (len(self.held) - 1) / max(1e-3, self.held[-1].mono_time - self.held[0].mono_time)
+        if self.rate is None and len(self.held) > 1:  # by stream time: a file's own, a camera's arrival
+            span = self.held[-1].stream_time - self.held[0].stream_time
+            measured = (len(self.held) - 1) / max(1e-3, span)
             keep = self.fps > 0 and measured >= 0.9 * self.fps  # fps 0: every frame the camera sends
             self.rate = self.fps if keep else round(measured, 1)
         self.rate = self.rate or self.fps
@@ -162,9 +163,9 @@ class _Quiet:
 
 def record(cam: CameraConfig, name: str, folder: Path, windows: list[Window], fps: float,
            open_timeout: float = 30.0, sleep: Callable[[float], object] = time.sleep) -> Recording:
-    """Record `windows` of the camera into `folder`. A camera that sends no frame within
-    `open_timeout` (at the start or at a window's start), a stream that changes size, and footage
-    too short to fit are SourceErrors: one line."""
+    """Record `windows` of the camera into `folder`. A camera unreachable at the start, a stream
+    that changes size, and footage too short to fit are SourceErrors: one line. A window whose
+    camera sends nothing within `open_timeout` is skipped (a day's recording survives an outage)."""
     what = redact(cam.source)
     first = probe_frame(cam, name, open_timeout)  # unreachable: one line, before any file exists
     size = (int(first.shape[1]), int(first.shape[0]))
@@ -181,6 +182,10 @@ def record(cam: CameraConfig, name: str, folder: Path, windows: list[Window], fp
         session = _Window(cam, name, path, size, fps, rate, window.length, open_timeout, what)
         session.run(lambda done: bar.update(round(sum(w.length for w in windows[:i]) + done),
                                             f"window {i + 1}/{len(windows)}"))
+        if not session.frames:
+            bar.update(round(sum(w.length for w in windows[:i + 1])), f"window {i + 1}: no frame "
+                       f"within {open_timeout:g}s, skipped", force=True)
+            continue
         files.append(path)
         spans.append(session.span)
         frames += session.frames
@@ -195,7 +200,8 @@ def record(cam: CameraConfig, name: str, folder: Path, windows: list[Window], fp
 
 
 class _Window:
-    """One recording window: a capture loop feeding a _Writer until `length` seconds of frames."""
+    """One recording window: a capture loop feeding a _Writer until `length` seconds of frames (or
+    none at all within `open_timeout`)."""
 
     def __init__(self, cam: CameraConfig, name: str, path: Path, size: tuple[int, int], fps: float,
                  rate: float | None, length: float, open_timeout: float, what: str) -> None:
@@ -215,7 +221,7 @@ class _Window:
             while not self.done.wait(0.5):
                 first = self.sink.first
                 if first is None and time.monotonic() - started > self.open_timeout:
-                    raise SourceError(f"{self.what}: no frame within {self.open_timeout:g}s")
+                    break  # the camera is down: this window is skipped
                 if first is not None:
                     progress(min(self.length, self.sink.last - first))
                     if self.sink.last - first >= self.length or loop.finished:

@@ -1,5 +1,6 @@
 """Recording plans and the recorder's writer: a long span is sampled end to end within fit's frame
-budget; the file's rate is what the camera really delivers; a size change stops the recording."""
+budget; the file's rate is what the camera really delivers; a size change stops the recording; a
+window when the camera is down is skipped."""
 
 from __future__ import annotations
 
@@ -7,13 +8,15 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from stream_detector.capture import video_info
+from stream_detector.config import CameraConfig
 from stream_detector.errors import SourceError
 from stream_detector.messages import Frame
-from stream_detector.offline import Window, plan_windows
+from stream_detector.offline import Window, plan_windows, record
 from stream_detector.offline.record import _Writer
 
 
@@ -58,3 +61,30 @@ def test_a_frame_of_another_size_stops_the_window_with_the_reason(tmp_path: Path
     writer.close()
     assert done.is_set() and writer.frames == 5
     assert "changed size from 64x48 to 80x60" in str(writer.error)
+
+
+def test_a_window_when_the_camera_is_down_is_skipped_and_the_others_kept(
+        tmp_path: Path, street: list[np.ndarray]) -> None:
+    """A file camera (read as fast as it decodes: each window ends with the file) whose file is
+    gone during the second of three windows."""
+    clip = tmp_path / "camera.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (192, 144))
+    for frame in street[:100]:
+        writer.write(frame)
+    writer.release()
+    away = tmp_path / "away.avi"
+    waits: list[float] = []
+
+    def between_windows(seconds: float) -> None:  # the recorder waits for a window's start here
+        waits.append(seconds)
+        if len(waits) == 1:
+            clip.rename(away)  # the camera goes down before the second window ...
+        else:
+            away.rename(clip)  # ... and is back for the third
+        time.sleep(seconds)
+
+    camera = CameraConfig(source=str(clip), realtime=False, stale_after=1.0)
+    recording = record(camera, "cam", tmp_path / "out", [Window(0, 3), Window(1.5, 3), Window(4, 3)],
+                       0.0, open_timeout=1.5, sleep=between_windows)
+    assert len(waits) == 2 and len(recording.files) == 2
+    assert [video_info(f).frames for f in recording.files] == [100, 100]
