@@ -86,11 +86,13 @@ class SceneWatch:
         if not sample.flat and not tampered:  # a covered lens is not night; nor is a tampered one
             self.picture.update(sample.colour, self._t)
         out = []
-        wanted = choose(self.choices, self.picture.state, local_time(frame.wall_time))
+        moment = local_time(frame.wall_time)
+        wanted = choose(self.choices, self.picture.state, moment)
         if wanted != self.active:
-            rule = next(c.rule for c in self.choices if c.name == wanted)
+            chosen = next(c for c in self.choices if c.name == wanted)
+            rule = chosen.rule if chosen.holds(self.picture.state, moment) else "no rule holds"
             out.append(SceneChange(self.camera, frame.wall_time, frame.mono_time, model=wanted,
-                                   why=f"{rule}; the picture is {self.picture.state or 'not known yet'}"))
+                                   why=f"{rule}; the picture is {self.picture.state or 'unknown'}"))
             self.active = wanted
         if self.tamper is not None:
             verdict = self.tamper.observe((self.active, self.picture.state), sample, self._t)

@@ -23,7 +23,9 @@ from stream_detector.messages import Frame, StreamState
 from stream_detector.offline.progress import Progress
 
 SEGMENT = 20.0  # seconds per window when a long span is sampled: 200 frames, one fitting block
-RATE_AFTER = 2.0  # seconds of frames that show the rate the camera really delivers
+# Seconds of frames that show the rate the camera really delivers; a live stream's first frames can
+# come in a burst or late, so a rate within 20 % of the one asked for counts as that one.
+RATE_AFTER = 4.0
 MIN_SECONDS = 5.0  # less footage than this cannot hold both training and held-back blocks
 STAMP = "%Y%m%dT%H%M%S"  # in file names: `fit --split` reads the time of day from it
 
@@ -83,12 +85,13 @@ class Recording:
 
 
 class _Writer:
-    """The capture loop's receiver during one window: frames into one MJPG file (in the capture
-    thread). Its first RATE_AFTER seconds are held until the camera's real rate is known."""
+    """The capture loop's receiver during one window: `length` seconds of frames into one MJPG file
+    (in the capture thread), counted at the rate of the file, so 20 s at 10 frames/s are 200 frames,
+    one block of `fit`. Its first RATE_AFTER seconds are held until the camera's real rate is known."""
 
     def __init__(self, path: Path, size: tuple[int, int], fps: float, rate_known: float | None,
-                 done: threading.Event) -> None:
-        self.path, self.size, self.fps, self.done = path, size, fps, done
+                 done: threading.Event, length: float = math.inf) -> None:
+        self.path, self.size, self.fps, self.done, self.length = path, size, fps, done, length
         self.rate = rate_known  # None until measured (the first window)
         self.held: list[Frame] = []
         self.writer: cv2.VideoWriter | None = None
@@ -122,7 +125,7 @@ class _Writer:
         if self.rate is None and len(self.held) > 1:  # by stream time: a file's own, a camera's arrival
             span = self.held[-1].stream_time - self.held[0].stream_time
             measured = (len(self.held) - 1) / max(1e-3, span)
-            keep = self.fps > 0 and measured >= 0.9 * self.fps  # fps 0: every frame the camera sends
+            keep = self.fps > 0 and measured >= 0.8 * self.fps  # fps 0: every frame the camera sends
             self.rate = self.fps if keep else round(measured, 1)
         self.rate = self.rate or self.fps
         self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"MJPG"), self.rate,
@@ -134,7 +137,10 @@ class _Writer:
         self.held = []
 
     def _write(self, frame: Frame) -> None:
-        assert self.writer is not None
+        assert self.writer is not None and self.rate
+        if self.frames >= self.length * self.rate - 0.5:  # round(length x rate) frames written
+            self.done.set()  # the window is full
+            return
         self.writer.write(frame.image)
         self.frames += 1
 
@@ -208,7 +214,7 @@ class _Window:
         self.cam, self.name, self.length, self.what = cam, name, length, what
         self.open_timeout = open_timeout
         self.done = threading.Event()
-        self.sink = _Writer(path, size, fps, rate, self.done)
+        self.sink = _Writer(path, size, fps, rate, self.done, length)
         self.stop = threading.Event()
 
     def run(self, progress: Callable[[float], None]) -> None:
@@ -224,7 +230,9 @@ class _Window:
                     break  # the camera is down: this window is skipped
                 if first is not None:
                     progress(min(self.length, self.sink.last - first))
-                    if self.sink.last - first >= self.length or loop.finished:
+                    # Full by its frames (the writer says so), or late: a camera that dropped out
+                    # for part of the window does not hold the recording up for long.
+                    if self.sink.last - first >= 1.25 * self.length + 2.0 or loop.finished:
                         break
                 elif loop.finished:  # a file camera that ended
                     break
