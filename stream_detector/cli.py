@@ -226,8 +226,7 @@ def _record(args: argparse.Namespace) -> int:
     from stream_detector.offline import record
 
     if args.source is not None and source_kind(args.source) == "file":
-        raise _ArgumentError("record: --source must be a camera URL or USB device (files need no "
-                             "recording)")
+        raise _ArgumentError("record: --source must be a camera URL or USB device, not a file")
     camera = _live_camera(args, "record")
     assert camera is not None  # a live --source or --camera, or _live_camera said why not
     if args.out.is_file():
@@ -343,6 +342,8 @@ def _run(args: argparse.Namespace) -> int:
 def _check_config(args: argparse.Namespace) -> int:
     """Everything `run` checks before it starts, nothing started; --probe also reads each camera."""
     cfg = daemon.load_config(args.config)  # before the models import torch, as in _run
+    for warning in daemon.secret_warnings(cfg):
+        print(f"stream-detector: warning: {warning}", file=sys.stderr)
     models = daemon.check_cameras(cfg, cfg.device, cfg.inference.precision)
     failed = []
     pictures: dict[str, str | None] = {}

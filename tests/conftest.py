@@ -141,7 +141,7 @@ def make_event(n: int, camera: str = "door", kind: str = "start", wall: float = 
 
 def append(store: EventStore, n: int, **kw: Any) -> int:
     ev = make_event(n, **kw)
-    return store.append(ev, event_payload(ev, None))
+    return store.append(ev, event_payload(ev, None, host="cam-host"))
 
 
 @pytest.fixture()

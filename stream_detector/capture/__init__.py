@@ -4,7 +4,10 @@ prepared for the model) into its frame queue, which never makes capture wait.
 
   files.py        video files read from start to end; a folder's videos
   source.py       the FrameSource protocol, the live sources' base, source kinds, resizing
-  opencv.py       OpenCVSource: URLs, USB devices and files decoded in-process
+  child.py        ChildSource: frames from a child process, its secret on a pipe, stopped from any thread
+  opencv.py       OpenCVSource: USB devices and files decoded in-process; OpenCVProcessSource:
+                  a network camera decoded by OpenCV in a reader process (opencv_reader.py)
+  opencv_reader.py  the reader process's program (OpenCV and numpy only)
   ffmpeg.py       FFmpegSource: one ffmpeg child process per camera; what this ffmpeg can do
   demo.py         the demo stream (vtest.avi with an injected object)
   factory.py      a camera's sources from its config: backend, scored stream, main stream
@@ -42,7 +45,8 @@ from stream_detector.capture.loop import (
     RateLimit,
 )
 from stream_detector.capture.main_stream import NEAR, FrameHistory, MainStream
-from stream_detector.capture.opencv import OpenCVSource
+from stream_detector.capture.child import ChildSource
+from stream_detector.capture.opencv import OpenCVProcessSource, OpenCVSource, opencv_source
 from stream_detector.capture.source import (
     FrameFilter,
     FrameSource,
@@ -61,6 +65,7 @@ __all__ = [
     "Backoff",
     "CaptureLoop",
     "CaptureObserver",
+    "ChildSource",
     "DemoSource",
     "DropPolicy",
     "FFmpegSource",
@@ -72,6 +77,7 @@ __all__ = [
     "Injection",
     "LiveSource",
     "MainStream",
+    "OpenCVProcessSource",
     "OpenCVSource",
     "Preparing",
     "RateLimit",
@@ -86,6 +92,7 @@ __all__ = [
     "main_stream_config",
     "never_dropped",
     "open_capture",
+    "opencv_source",
     "probe",
     "probe_frame",
     "redact",

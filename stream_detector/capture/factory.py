@@ -12,7 +12,7 @@ import numpy as np
 
 from stream_detector.capture.demo import DEMO_SOURCE, DEMO_VIDEO, DemoSource, Injection
 from stream_detector.capture.ffmpeg import FFmpegSource, ffmpeg_missing
-from stream_detector.capture.opencv import OpenCVSource
+from stream_detector.capture.opencv import OpenCVSource, opencv_source
 from stream_detector.capture.source import FrameSource, ResizedSource, redact, source_kind
 from stream_detector.config import CameraConfig
 from stream_detector.errors import SourceError
@@ -36,7 +36,7 @@ def source_for(cfg: CameraConfig) -> FrameSource:
     elif capture_backend(cfg) == "ffmpeg":
         source = FFmpegSource.from_config(cfg)
     else:
-        source = OpenCVSource.from_config(cfg)
+        source = opencv_source(cfg)
     return ResizedSource(source, cfg.width, cfg.height) if cfg.width else source
 
 
@@ -68,9 +68,9 @@ def probe_frame(cam: CameraConfig, name: str, timeout: float) -> np.ndarray:
     a daemon (see loop._Reader), so exit waits for the source's own timeouts to free it.
     """
     result: list[np.ndarray | SourceError | None] = []
+    source = source_for(cam)
 
     def attempt() -> None:
-        source = source_for(cam)
         try:
             source.open()
             result.append(source.read())
@@ -83,7 +83,8 @@ def probe_frame(cam: CameraConfig, name: str, timeout: float) -> np.ndarray:
     thread.start()
     thread.join(timeout)
     what = redact(cam.source)
-    if not result:
+    if thread.is_alive() or not result:
+        source.interrupt()  # a reader process is killed now; in-process OpenCV ends by its timeout
         raise SourceError(f"{what}: no frame within {timeout:g}s")
     if isinstance(result[0], SourceError):
         raise result[0]

@@ -122,13 +122,16 @@ class _Reader(threading.Thread):
         self.clock = clock
         self.handoff: queue.Queue[Frame | _Ended] = queue.Queue(maxsize=2)
         self.abandoned = threading.Event()
+        self.source: FrameSource | None = None
         self.opened = False
         self.last_progress = clock()  # start, end of open, or last grab: the loop's staleness clock
 
     def run(self) -> None:
         source: FrameSource | None = None
         try:
-            source = self.open_source()
+            source = self.source = self.open_source()
+            if self.abandoned.is_set():
+                raise SourceError("abandoned before it opened")
             source.open()
         except SourceError as exc:
             if source is not None:
@@ -160,6 +163,12 @@ class _Reader(threading.Thread):
                 return _Ended("frame could not be decoded", final=False)
             self._hand(Frame(self.camera, index, t, wall, mono, image))
         return _Ended("stopped", final=True)
+
+    def abandon(self) -> None:
+        """Called by the loop: stop, and end a pending open or read now if the source can."""
+        self.abandoned.set()
+        if self.source is not None:
+            self.source.interrupt()
 
     def _cancelled(self) -> bool:
         """Abandoned by the loop, or Python is exiting without anyone having set the stop event."""
@@ -275,7 +284,7 @@ class CaptureLoop(threading.Thread):
                 self._deliver(item)
             return _Ended("stopped", final=True)
         finally:
-            reader.abandoned.set()
+            reader.abandon()
             if self.stop.is_set():
                 reader.join(timeout=1.0)  # close the source cleanly unless it hangs
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from typing import Protocol
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import cv2
 import numpy as np
+
+from stream_detector.credentials import redact
 
 
 class FrameSource(Protocol):
@@ -38,6 +40,11 @@ class FrameSource(Protocol):
 
     def close(self) -> None: ...
 
+    def interrupt(self) -> None:
+        """Make a pending open or read return now, if the source can (a child process is killed);
+        called from another thread. A source decoded in-process cannot be, and ignores it."""
+        ...
+
     @property
     def stream_time(self) -> float:
         """Seconds into the stream of the last grabbed frame (file position, or time since open)."""
@@ -58,16 +65,6 @@ def source_kind(uri: str) -> str:
     if uri.isdigit():
         return "device"
     return "stream" if urlsplit(uri).scheme.lower() in STREAM_SCHEMES else "file"
-
-
-def redact(uri: str) -> str:
-    """The URI with any password replaced, so credentials never reach logs or error messages."""
-    parts = urlsplit(uri)
-    if not parts.password:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class LiveSource(ABC):
@@ -105,6 +102,9 @@ class LiveSource(ABC):
     @abstractmethod
     def grab(self) -> bool: ...
 
+    def interrupt(self) -> None:
+        """In-process decoding cannot be stopped from another thread: its own timeouts end it."""
+
     @abstractmethod
     def retrieve(self) -> np.ndarray | None: ...
 
@@ -139,6 +139,9 @@ class FrameFilter:
 
     def close(self) -> None:
         self.inner.close()
+
+    def interrupt(self) -> None:
+        self.inner.interrupt()
 
     @property
     def stream_time(self) -> float:

@@ -2,6 +2,7 @@
 TOML with unknown keys rejected; every error is one line naming the file and the dotted key.
 
   loading.py   reading TOML; building a dataclass from a table (unknown keys, types, ranges)
+  references.py  values given by reference: ${NAME} from the environment, KEY_file from a file
   detector.py  DetectorConfig: how a model sees a scene and is fitted (`fit`, [detector])
   daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, storage, logging; the default
   scene.py     ModelChoice: a camera's models and the rules that choose them (picture, hours)
@@ -18,11 +19,13 @@ from stream_detector.config.daemon import (
     MqttConfig,
     StorageConfig,
     default_daemon_config,
+    host_node_id,
     load_daemon_config,
     parse_daemon_config,
 )
 from stream_detector.config.detector import DetectorConfig, load_detector_config
 from stream_detector.config.loading import shown
+from stream_detector.config.references import Expanded
 from stream_detector.config.scene import PICTURES, Hours, ModelChoice, choose, explain, parse_hours
 
 __all__ = [
@@ -32,6 +35,7 @@ __all__ = [
     "CameraConfig",
     "DaemonConfig",
     "DetectorConfig",
+    "Expanded",
     "Hours",
     "InferenceConfig",
     "LoggingConfig",
@@ -42,6 +46,7 @@ __all__ = [
     "choose",
     "default_daemon_config",
     "explain",
+    "host_node_id",
     "load_daemon_config",
     "load_detector_config",
     "parse_daemon_config",

@@ -4,13 +4,19 @@ storage and logging, parsed from one TOML file, and the embedded default (the de
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from stream_detector.config.detector import DetectorConfig
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
+from stream_detector.config.references import expand
 from stream_detector.config.scene import ModelChoice
+from stream_detector.credentials import unencoded_userinfo, url_password
 from stream_detector.errors import ConfigError
 
 
@@ -18,8 +24,10 @@ from stream_detector.errors import ConfigError
 class MqttConfig:
     host: str = "127.0.0.1"
     port: int = 1883
-    topic_prefix: str = "stream-detector"
-    client_id: str = ""  # empty: "stream-detector-<hostname>"
+    # Empty: "stream-detector/<node id>", one namespace per host. Set, it is used as written (the
+    # topics of releases before node ids); two hosts must then not share it.
+    topic_prefix: str = ""
+    client_id: str = ""  # empty: "stream-detector-<node id>"
     username: str = ""
     password: str = ""
     qos: int = 1
@@ -34,8 +42,11 @@ class MqttConfig:
     def __post_init__(self) -> None:
         check(bool(self.host), "host", "must not be empty")
         check(0 < self.port < 65536, "port", "must be in 1..65535")
-        check(bool(self.topic_prefix) and not any(c in self.topic_prefix for c in "#+"),
-               "topic_prefix", "must be non-empty without '#' or '+'")
+        check(not any(c in self.topic_prefix for c in "#+"), "topic_prefix",
+               "must not contain '#' or '+'")
+        check(not self.topic_prefix.startswith("/") and not self.topic_prefix.endswith("/")
+              and "//" not in self.topic_prefix, "topic_prefix",
+              "must not start or end with '/' or hold an empty level ('//')")
         check(self.qos in (0, 1, 2), "qos", "must be 0, 1 or 2")
         check(5 <= self.keepalive <= 3600, "keepalive", "must be in 5..3600")
         check(bool(self.tls_cert_file) == bool(self.tls_key_file), "tls_cert_file",
@@ -138,6 +149,10 @@ class CameraConfig:
         twice = sorted({n for n in names if names.count(n) > 1})
         check(not twice, "models", f"model name {twice[0] if twice else ''!r} is used twice")
         check(1 <= self.tamper_after <= 600, "tamper_after", "must be in 1..600")
+        for key in ("source", "detect_source"):  # checked before anything parses the URL
+            check(not unencoded_userinfo(getattr(self, key)), key,
+                  "the user name or password holds '/', '?', '#' or '@' unencoded (or the URL "
+                  "has an '@' after its host): percent-encode them (%2F, %3F, %23, %40)")
         check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
         check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
         check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
@@ -187,6 +202,16 @@ class InferenceConfig:
         check(0 <= self.linger_ms <= 1000, "linger_ms", "must be in 0..1000")
 
 
+NODE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def host_node_id() -> str:
+    """This host's default node id: its host name up to the first dot, in the characters MQTT
+    topics and Home Assistant ids allow (read when asked, so a renamed host is seen at start)."""
+    name = socket.gethostname().split(".", 1)[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name)[:64] or "localhost"
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     cameras: dict[str, CameraConfig]
@@ -197,20 +222,46 @@ class DaemonConfig:
     device: str = "auto"  # auto | cpu | cuda
     inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
+    # This host in MQTT topics, client id, Home Assistant ids and event payloads; empty: the host name
+    node_id: str = ""
     # How `fit --config FILE --camera NAME` fits this file's cameras; the daemon does not use it.
     detector: DetectorConfig = DetectorConfig()
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
         check(bool(self.cameras), "cameras", "configure at least one camera")
+        check(not self.node_id or bool(NODE_ID.fullmatch(self.node_id)), "node_id",
+               "use 1-64 letters, digits, '_' or '-'")
+
+    def secrets(self) -> list[tuple[str, str, str]]:
+        """(dotted key, its value, the secret in it) for every secret the config holds: the MQTT
+        password and each camera URL's password."""
+        out = []
+        if self.mqtt is not None and self.mqtt.password:
+            out.append(("mqtt.password", self.mqtt.password, self.mqtt.password))
+        for name, cam in self.cameras.items():
+            for key in ("source", "detect_source"):
+                value = getattr(cam, key)
+                if secret := url_password(value):
+                    out.append((f"cameras.{name}.{key}", value, secret))
+        return out
+
+    @property
+    def node(self) -> str:
+        """The node id in use: `node_id`, else this host's name."""
+        return self.node_id or host_node_id()
 
 
 CAMERA_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
-def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
-    """Validate a parsed TOML document; `where` (the file) prefixes every message."""
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "detector"}
+def parse_daemon_config(doc: dict[str, Any], where: str,
+                        env: Mapping[str, str] | None = None) -> DaemonConfig:
+    """Validate a parsed TOML document; `where` (the file) prefixes every message. `${NAME}` in a
+    string comes from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id",
+               "detector"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -222,23 +273,31 @@ def parse_daemon_config(doc: dict[str, Any], where: str) -> DaemonConfig:
         if not name or not set(name) <= CAMERA_NAME_CHARS:
             raise ConfigError(f"{where}: cameras.{shown_key(name)}: camera names use letters, digits, "
                               f"'_' and '-' only")
-        cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}")
+        cameras[name] = from_mapping(CameraConfig, table, f"{where}: cameras.{name}", env)
     device = doc.get("device", "auto")
+    device = expand(device, f"{where}: device", env) if isinstance(device, str) else device
     if not isinstance(device, str) or device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"{where}: device: must be auto, cpu or cuda")
+    node_id = doc.get("node_id", "")
+    node_id = expand(node_id, f"{where}: node_id", env) if isinstance(node_id, str) else node_id
+    if not isinstance(node_id, str) or (node_id and not NODE_ID.fullmatch(node_id)):
+        raise ConfigError(f"{where}: node_id: use 1-64 letters, digits, '_' or '-'")
     enabled = {k: v for k, v in cameras.items() if v.enabled}
     if not enabled:
         raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
     return DaemonConfig(
         cameras=enabled,
-        mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt") if "mqtt" in doc else None,
-        metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics"),
-        storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage"),
-        logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging"),
+        mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt", env) if "mqtt" in doc else None,
+        metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics", env),
+        storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage", env),
+        logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging", env),
         device=device,
-        inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference"),
+        inference=from_mapping(InferenceConfig, doc.get("inference", {}), f"{where}: inference",
+                               env),
         path=where,
-        detector=from_mapping(DetectorConfig, doc.get("detector", {}), f"{where}: detector"),
+        node_id=node_id,
+        detector=from_mapping(DetectorConfig, doc.get("detector", {}), f"{where}: detector",
+                              env),
     )
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from stream_detector.config.references import expand, read_value_file
 from stream_detector.errors import ConfigError
 
 T = TypeVar("T")
@@ -23,15 +26,19 @@ def check(ok: bool, key: str, why: str) -> None:
         raise ConfigError(f"{key}: {why}")
 
 
-def from_mapping(cls: type[T], data: Any, where: str) -> T:
+def from_mapping(cls: type[T], data: Any, where: str, env: Mapping[str, str] | None = None) -> T:
     """Build dataclass `cls` from a TOML table, rejecting unknown keys and wrong types.
 
-    `where` is the dotted path used in messages ("file.toml: cameras.door.fps").
+    `where` is the dotted path used in messages ("file.toml: cameras.door.fps"). Strings may hold
+    `${NAME}` (taken from `env`, default the process environment) and any string key KEY may be
+    given as `KEY_file` instead (read from that file).
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table")
+    env = os.environ if env is None else env
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     hints = typing.get_type_hints(cls)
+    data = _read_value_files(data, fields, hints, where, env)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(f"{where}.{shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(fields))})")
@@ -41,7 +48,7 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"{where}.{missing[0]}: required key missing")
     values = {}
     for name, value in data.items():
-        values[name] = _coerce(value, hints[name], f"{where}.{name}")
+        values[name] = _coerce(value, hints[name], f"{where}.{name}", env)
     try:
         return cls(**values)
     except ConfigError as exc:
@@ -50,15 +57,32 @@ def from_mapping(cls: type[T], data: Any, where: str) -> T:
         raise ConfigError(f"{where}: {exc}") from None
 
 
-def _coerce(value: Any, hint: Any, where: str) -> Any:
+def _read_value_files(data: dict[str, Any], fields: Mapping[str, Any], hints: Mapping[str, Any],
+                      where: str, env: Mapping[str, str]) -> dict[str, Any]:
+    """KEY_file (for a string KEY that is not itself named so) replaced by KEY = its contents."""
+    out = dict(data)
+    for name in sorted(data):
+        key = name.removesuffix("_file")
+        if name == key or name in fields or key not in fields or hints[key] is not str:
+            continue
+        path = _coerce(out.pop(name), str, f"{where}.{name}", env)
+        if key in data:
+            raise ConfigError(f"{where}.{name}: set {key} or {name}, not both")
+        if not path:
+            raise ConfigError(f"{where}.{name}: must not be empty")
+        out[key] = read_value_file(path, f"{where}.{name}")
+    return out
+
+
+def _coerce(value: Any, hint: Any, where: str, env: Mapping[str, str]) -> Any:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(value, options[0], where)
+        return _coerce(value, options[0], where, env)
     if dataclasses.is_dataclass(hint):
-        return from_mapping(hint, value, where)  # type: ignore[arg-type]
+        return from_mapping(hint, value, where, env)  # type: ignore[arg-type]
     if origin in (tuple, list):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {shown(value)}")
@@ -66,9 +90,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:  # fixed length: (x, y)
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{where}[{i}]", env)
+                         for i, (v, a) in enumerate(zip(value, args)))
         inner = args[0] if args else Any
-        items = [_coerce(v, inner, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(v, inner, f"{where}[{i}]", env) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -81,8 +106,10 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
     if hint in (int, str, bool):
         if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: expected {hint.__name__}, got {shown(value)}")
-        if hint is str and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ConfigError(f"{where}: must not contain control characters (newline, tab, NUL)")
+        if hint is str:
+            value = expand(value, where, env)
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                raise ConfigError(f"{where}: must not contain control characters (newline, tab, NUL)")
         return value
     return value
 

@@ -9,7 +9,7 @@ applies reloads camera by camera, and stops them, flushing every event.
   checks.py          check_cameras: the device, the cameras' models, what their frames must fit
   health.py          heartbeats; systemd's notify protocol
   metrics.py         Metrics: every series, on an injected registry
-  metrics_server.py  HealthServer: /metrics, /healthz, /readyz
+  endpoints.py       health_routes: /metrics, /healthz, /readyz for the web server
 
 Names from modules that import torch (app.py, checks.py, lifecycle.py: seconds to import) are
 loaded when first used, so a bad config is reported before torch is loaded.
@@ -20,10 +20,10 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from stream_detector.daemon.environment import check_environment, load_config
+from stream_detector.daemon.endpoints import health_routes
+from stream_detector.daemon.environment import check_environment, load_config, secret_warnings
 from stream_detector.daemon.health import Heartbeats, notify_systemd
 from stream_detector.daemon.metrics import Metrics
-from stream_detector.daemon.metrics_server import HealthServer
 
 if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
@@ -38,19 +38,20 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Daemon",
-    "HealthServer",
     "Heartbeats",
     "Metrics",
     "active_models",
     "camera_models",
     "check_cameras",
     "check_environment",
+    "health_routes",
     "load_camera_model",
     "load_config",
     "notify_systemd",
     "probe_cameras",
     "probe_failed",
     "run",
+    "secret_warnings",
 ]
 
 _WITH_TORCH = {"Daemon": "app", "active_models": "checks", "check_cameras": "checks",

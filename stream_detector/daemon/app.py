@@ -3,7 +3,7 @@
 Threads, one job each: a capture loop per camera (frames and stream-state messages into its queue),
 the inference worker (scores every camera, no I/O), the writer ("emitter": payloads, snapshots,
 the event store, retention), the publisher (store -> sinks, in order), paho's network thread and the
-health server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
+HTTP server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import TextIO
 
@@ -31,7 +32,7 @@ from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, checks
 from stream_detector.daemon.checks import camera_models, check_cameras
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
-from stream_detector.daemon.metrics_server import HealthServer
+from stream_detector.daemon.endpoints import health_routes
 from stream_detector.detect import (
     FramePreparer,
     FrameScorer,
@@ -58,6 +59,7 @@ from stream_detector.outputs import (
     renderer_by_model,
     renderer_for,
 )
+from stream_detector.web import HttpServer, Router
 
 log = logging.getLogger(__name__)
 CRITICAL = ("inference", "emitter", "publisher")
@@ -87,13 +89,15 @@ class Daemon:
         self.mqtt: MqttSink | None = None
         sinks: list[Sink] = [stdout_sink]
         if cfg.mqtt is not None:
-            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), on_state=self._mqtt_state)
+            self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), node=cfg.node,
+                                 on_state=self._mqtt_state)
             sinks.append(self.mqtt)
         self.sinks = Sinks(sinks, self.mqtt or stdout_sink, self._delivered)
         self.publisher = Publisher(self.store, self.sinks,
                                    beat=self.heartbeats.beater("publisher"))
         storage = cfg.storage
-        self.writer = Writer(self.store, event_payload, self.metrics, self._stored,
+        self.writer = Writer(self.store, partial(event_payload, host=cfg.node), self.metrics,
+                             self._stored,
                              self.sinks.score,
                              Path(storage.path) / "snapshots" if storage.snapshots else None,
                              Retention(storage.keep_days, storage.keep_mb),
@@ -104,9 +108,11 @@ class Daemon:
                                       linger=cfg.inference.linger_ms / 1000)
         self._captures: dict[str, CameraRuntime] = {}
         self._main: dict[str, MainStream] = {}  # cameras scoring a detect_source: snapshots' stream
-        self.health = HealthServer(cfg.metrics.host, cfg.metrics.port, self.registry,
-                                   lambda: self.metrics.readiness(cfg.metrics.ready_after),
-                                   self.liveness)
+        # One HTTP server for every endpoint: other modules' routes join `self.routes` before start.
+        self.routes: Router = health_routes(
+            self.registry, lambda: self.metrics.readiness(cfg.metrics.ready_after), self.liveness)
+        self.http = HttpServer(cfg.metrics.host, cfg.metrics.port, self.routes)
+        self.metrics.watch_http(self.http.stats)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -117,10 +123,11 @@ class Daemon:
         log.info("inference: %d torch thread(s), %s", threads,
                  ", ".join(sorted({f"{m.device.type} {m.precision}" for m in self._models.values()})))
         try:  # before the broker: a port taken since the config was checked stops us unconnected
-            self.health.start()
+            self.http.start()
         except OSError as exc:
             raise ConfigError(f"{self.cfg.path}: metrics.port: cannot listen on "
                               f"{self.cfg.metrics.host}:{self.cfg.metrics.port} ({exc.strerror})") from None
+        log.info("metrics: serving http://%s:%d/metrics", self.cfg.metrics.host, self.http.port)
         if self.mqtt:
             self.mqtt.start()
         self.publisher.sync_states(last_seq, list(self.cfg.cameras),
@@ -131,7 +138,7 @@ class Daemon:
         for name, cam in self.cfg.cameras.items():
             self._start_camera(name, cam)
         log.info("running %d camera(s); metrics on http://%s:%d/metrics", len(self._captures),
-                 self.cfg.metrics.host, self.health.port)
+                 self.cfg.metrics.host, self.http.port)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close open events, write and flush them to the sinks, say offline, stop every thread."""
@@ -150,14 +157,16 @@ class Daemon:
         if self.mqtt:
             self.mqtt.stop()
         self.store.close()  # what the disk still refuses is logged in full, never dropped unseen
-        self.health.stop()
+        self.http.stop()
 
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
         models = check_cameras(new, self.cfg.device, self.cfg.inference.precision)  # re-read
-        if (new.mqtt, new.metrics, new.storage, new.device, new.inference) != (
-                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference):
-            log.warning("reload: mqtt, metrics, storage, device and inference changes apply after a restart")
+        if (new.mqtt, new.metrics, new.storage, new.device, new.inference, new.node_id) != (
+                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference,
+                self.cfg.node_id):
+            log.warning("reload: mqtt, metrics, storage, device, inference and node_id changes "
+                        "apply after a restart")
         old = self.cfg.cameras
         self._models = models
         for name in old:
@@ -172,7 +181,8 @@ class Daemon:
             self._start_camera(name, new.cameras[name])
         self.cfg = DaemonConfig(cameras=new.cameras, mqtt=self.cfg.mqtt, metrics=self.cfg.metrics,
                                 storage=self.cfg.storage, logging=new.logging,
-                                device=self.cfg.device, inference=self.cfg.inference, path=new.path)
+                                device=self.cfg.device, inference=self.cfg.inference, path=new.path,
+                                node_id=self.cfg.node_id)
         log.info("reload: %d camera(s) running", len(self._captures))
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
@@ -183,7 +193,7 @@ class Daemon:
 
     @property
     def metrics_port(self) -> int:
-        return self.health.port
+        return self.http.port
 
     # --- cameras -----------------------------------------------------------------------------
 

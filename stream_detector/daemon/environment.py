@@ -1,5 +1,5 @@
 """Loading a config: its values, then what it needs from this machine, checked before anything
-starts: storage, ports, hosts, TLS files, local video files (the demo's too) and the ffmpeg program.
+starts: storage, ports, hosts, TLS and video files, ffmpeg; files that show a secret to everyone.
 `run`, SIGHUP reloads and `check-config` all call `load_config`; then `checks.check_cameras`.
 
 Checks only look: nothing is created, no connection is made (a port is bound and released at once).
@@ -11,6 +11,7 @@ import errno
 import os
 import socket
 import ssl
+import stat
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ from stream_detector.capture import (
 from stream_detector.config import (
     CameraConfig,
     DaemonConfig,
+    Expanded,
     MetricsConfig,
     MqttConfig,
     StorageConfig,
@@ -32,6 +34,7 @@ from stream_detector.config import (
     load_daemon_config,
     shown,
 )
+from stream_detector.credentials import url_password
 from stream_detector.errors import ConfigError, SourceError
 from stream_detector.outputs import FILE_NAME
 
@@ -84,7 +87,7 @@ def check_storage(storage: StorageConfig, where: str) -> None:
 
 def check_listen(metrics: MetricsConfig, where: str) -> None:
     """The metrics server can listen there: the host is an address of this machine, the port free."""
-    family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET  # as HealthServer does
+    family = socket.AF_INET6 if ":" in metrics.host else socket.AF_INET  # as the HTTP server does
     try:
         infos = socket.getaddrinfo(metrics.host, metrics.port, family, socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as exc:
@@ -164,7 +167,9 @@ def _check_uri(uri: str, key: str) -> None:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 (parses the port: ValueError when it is not a number)
     except ValueError as exc:  # "rtsp://[::1", "rtsp://cam:99x/"
-        raise ConfigError(f"{key}: not a valid URL ({exc})") from None
+        # The parser's words quote the text it choked on, which may hold part of a password.
+        why = "its host or port" if url_password(uri) else str(exc)
+        raise ConfigError(f"{key}: not a valid URL ({why})") from None
     if uri == DEMO_SOURCE:
         if not DEMO_VIDEO.is_file():
             raise ConfigError(f"{key}: demo video {DEMO_VIDEO} missing "
@@ -195,3 +200,31 @@ def check_capture(name: str, cam: CameraConfig, where: str) -> None:
         if cam.hwaccel not in known:
             raise ConfigError(f"{where}: cameras.{name}.hwaccel: {cam.hwaccel!r} is not a method "
                               f"this ffmpeg knows (known: {', '.join(known) or 'none'}, auto)")
+
+
+def secret_warnings(cfg: DaemonConfig) -> list[str]:
+    """One line for each file every local user can read that holds one of the config's secrets
+    in clear: the config file itself, or a KEY_file. A secret given as ${NAME} lives in the
+    process environment, which only its user (and root) can read."""
+    holders: dict[str, list[str]] = {}
+    for key, value, secret in cfg.secrets():
+        if isinstance(value, Expanded) and value.template is None:
+            path = value.path
+        elif isinstance(value, Expanded) and not value.literal(secret):
+            continue
+        elif cfg.path and Path(cfg.path).is_file():
+            path = cfg.path
+        else:
+            continue
+        holders.setdefault(path, []).append(key)
+    lines = []
+    for path, keys in holders.items():
+        try:
+            readable = bool(os.stat(path).st_mode & stat.S_IROTH)
+        except OSError:
+            continue
+        if readable:
+            lines.append(f"{path} is readable by every user and holds the secret of "
+                         f"{', '.join(keys)}: chmod o-r {path}, or give the secret as ${{NAME}} "
+                         f"from the environment or in a KEY_file only the daemon can read")
+    return lines

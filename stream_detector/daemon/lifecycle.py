@@ -11,8 +11,9 @@ import threading
 from pathlib import Path
 
 from stream_detector.config import DaemonConfig
+from stream_detector.credentials import Scrubber, ScrubbingFormatter
 from stream_detector.daemon.app import Daemon
-from stream_detector.daemon.environment import load_config
+from stream_detector.daemon.environment import load_config, secret_warnings
 from stream_detector.daemon.health import notify_systemd
 from stream_detector.errors import UserError
 
@@ -22,8 +23,13 @@ log = logging.getLogger(__name__)
 def run(cfg: DaemonConfig, path: Path | None) -> int:
     """Run the daemon on `cfg` (loaded from `path`, None: the embedded default) until SIGTERM or
     SIGINT; each SIGHUP re-reads `path` and applies it. Returns the exit code."""
-    logging.basicConfig(level=cfg.logging.level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scrub = Scrubber(secret for _, _, secret in cfg.secrets())
+    handler = logging.StreamHandler(sys.stderr)
+    # Every line passes the scrubber: no module or library can log a configured secret.
+    handler.setFormatter(ScrubbingFormatter(scrub, "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=cfg.logging.level.upper(), handlers=[handler])
+    for warning in secret_warnings(cfg):
+        log.warning("%s", warning)
     daemon = Daemon(cfg, sys.stdout)
     reload_requested = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: daemon.stop_event.set())
@@ -47,7 +53,9 @@ def run(cfg: DaemonConfig, path: Path | None) -> int:
                 continue
             notify_systemd("RELOADING=1")
             try:
-                daemon.reload(load_config(path, running=daemon.cfg))
+                new = load_config(path, running=daemon.cfg)
+                scrub.add(secret for _, _, secret in new.secrets())
+                daemon.reload(new)
             except UserError as exc:
                 log.error("reload failed, keeping the running config: %s", exc)
             notify_systemd("READY=1")

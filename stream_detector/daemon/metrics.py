@@ -117,6 +117,7 @@ class Metrics:
             self._scoring_errors, self._snapshot_failures, self._tampered)
         self._store: EventStore | None = None
         self._threads: Callable[[], dict[str, float]] | None = None
+        self._http: Callable[[], dict[str, int]] | None = None
         registry.register(_Computed(self))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
@@ -293,6 +294,10 @@ class Metrics:
         """Report the store's health and backlog at each scrape (they change on several threads)."""
         self._store = store
 
+    def watch_http(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Read the HTTP server's open connections and client incidents at each scrape."""
+        self._http = stats
+
     def watch_threads(self, ages: Callable[[], dict[str, float]]) -> None:
         """Report each supervised thread's heartbeat age at each scrape."""
         self._threads = ages
@@ -328,13 +333,26 @@ class Metrics:
             for name, age in sorted(self._threads().items()):
                 ages.add_metric([name], age)
             yield ages
+        if self._http is not None:
+            stats = dict(self._http())
+            yield GaugeMetricFamily(PREFIX + "http_connections",
+                                    "Client connections the HTTP server holds open.",
+                                    value=stats.pop("connections", 0))
+            incidents = CounterMetricFamily(
+                PREFIX + "http_client_incidents",
+                "Client connections ended by the server or the client: aborted, timed_out, "
+                "bad_request, evicted (connection limit), idle_closed (keep-alive expiry).",
+                labels=["kind"])
+            for kind, n in sorted(stats.items()):
+                incidents.add_metric([kind], n)
+            yield incidents
 
     # --- readiness -----------------------------------------------------------------------------
 
     def readiness(self, ready_after: float) -> tuple[bool, dict[str, Any]]:
         """Ready when every camera has a model and scored a frame in the last `ready_after` seconds.
 
-        Shaped for `HealthServer(readiness=...)`; the detail says which camera holds readiness back.
+        Shaped for `health_routes(readiness=...)`; the detail says which camera holds readiness back.
         """
         now = self._clock()
         with self._lock:

@@ -136,6 +136,9 @@ class InferenceWorker(threading.Thread):
         self.linger = linger  # once woken, how long to wait for the other cameras' frames
         self._lanes: dict[str, Lane] = {}
         self._commands: list[tuple[str, Lane | str]] = []
+        # A removed camera's timeline (time, monotonic time of its last frame): a camera that comes
+        # back (restarted by a reload) continues it, as after a reconnect.
+        self._timelines: dict[str, tuple[float, float | None]] = {}
 
     def add(self, lane: Lane) -> None:
         with self.cond:
@@ -163,11 +166,14 @@ class InferenceWorker(threading.Thread):
             for kind, arg in commands:
                 if kind == "add":
                     assert isinstance(arg, Lane)
+                    if arg.name in self._timelines:
+                        arg.timeline, arg.last_mono = self._timelines.pop(arg.name)
                     self._lanes[arg.name] = arg
                 else:
                     lane = self._lanes.pop(str(arg), None)
                     if lane is not None:
                         self._close(lane, "camera removed", tamper_too=True)
+                        self._timelines[lane.name] = (lane.timeline, lane.last_mono)
             self._serve(list(self._lanes.values()))
             if stopping:
                 for lane in self._lanes.values():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import ssl
 import threading
 import time
@@ -18,16 +17,19 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
-from stream_detector.config import MqttConfig
+from stream_detector.config import MqttConfig, host_node_id
 from stream_detector.errors import ConfigError
 
 log = logging.getLogger("stream_detector.sinks.mqtt")  # its name before outputs/: tests use it
 
 ONLINE, OFFLINE = "online", "offline"
+RETAINED = ("anomaly", "tampered", "snapshot")  # a camera's retained topics, cleared when it goes
 
 
 class MqttSink:
-    """Publishes to `<topic_prefix>/...`. Nothing here blocks for long while the broker is away.
+    """Publishes to `<topic_prefix>/...`, by default `stream-detector/<node>/...`: every host of a
+    fleet in its own namespace (availability, Last Will, client id and Home Assistant ids too).
+    Nothing here blocks for long while the broker is away.
 
     `on_state(connected)` is called from paho's thread on every connect/disconnect (metrics).
     """
@@ -35,7 +37,7 @@ class MqttSink:
     name = "mqtt"
     takes_snapshots = True
 
-    def __init__(self, config: MqttConfig, cameras: Sequence[str], *,
+    def __init__(self, config: MqttConfig, cameras: Sequence[str], *, node: str = "",
                  on_state: Callable[[bool], None] | None = None, ack_timeout: float = 5.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
@@ -45,17 +47,18 @@ class MqttSink:
         self._on_state = on_state
         self._ack_timeout = ack_timeout
         self._clock = clock
-        self._prefix = config.topic_prefix
+        self.node = node or host_node_id()
+        self._prefix = config.topic_prefix or f"stream-detector/{self.node}"
         self.available_topic = f"{self._prefix}/available"
         self.events_topic = f"{self._prefix}/events"
         self._lock = threading.Lock()
         self._states: dict[str, bool] = {}  # re-published on connect: the broker may have lost them
         self._tampered: dict[str, bool] = {}  # likewise
+        self._clear: set[str] = set()  # retained topics of removed cameras, still to be cleared
         self._last_score: dict[str, float] = {}
         self._down_logged = False
         self._stopping = False
-        self._host = socket.gethostname()
-        client_id = config.client_id or f"stream-detector-{self._host}"
+        client_id = config.client_id or f"stream-detector-{self.node}"
         self._client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
                                    client_id=client_id)
         self._client.on_connect = self._handle_connect
@@ -101,13 +104,20 @@ class MqttSink:
         return False
 
     def anomaly_state(self, camera: str, on: bool) -> None:
+        """Retained: only for a configured camera (a removed camera's last event, delivered after
+        its topics were cleared, must not bring them back)."""
         with self._lock:
+            if camera not in self.cameras:
+                return
             self._states[camera] = on
         if self.connected:
             self._publish_state(camera, on)
 
     def tamper_state(self, camera: str, on: bool) -> None:
+        """Retained, like anomaly_state: only for a configured camera."""
         with self._lock:
+            if camera not in self.cameras:
+                return
             self._tampered[camera] = on
         if self.connected:
             self._publish_state(camera, on, "tampered")
@@ -125,19 +135,40 @@ class MqttSink:
 
     def cameras_changed(self, cameras: Sequence[str]) -> None:
         """Cameras added by a reload get their discovery configs now, not at the next reconnect;
-        removed ones have theirs cleared (an empty retained config deletes the entity)."""
-        old = set(self.discovery_configs())
+        removed ones have theirs cleared (an empty retained config deletes the entity), and their
+        retained anomaly and tampered states and snapshot too, so no subscriber is told of a camera that is
+        gone. Clears the broker misses (disconnected) are sent at the next connect."""
         with self._lock:
+            old_configs, old_cameras = set(self._discovery_configs()), set(self.cameras)
             self.cameras = tuple(cameras)
-        if self.connected and self.config.homeassistant_prefix:
-            configs = self.discovery_configs()
-            for topic in sorted(old - set(configs)):
-                self._check(self._client.publish(topic, b"", qos=1, retain=True))
-            for topic, config in configs.items():
-                self._check(self._client.publish(topic, json.dumps(config), qos=1, retain=True))
+            removed = sorted(old_cameras - set(cameras))
+            for camera in removed:
+                self._states.pop(camera, None)
+                self._tampered.pop(camera, None)
+                self._last_score.pop(camera, None)
+            configs = self._discovery_configs()
+            self._clear |= old_configs - set(configs)
+            self._clear |= {f"{self._prefix}/{c}/{what}" for c in removed for what in RETAINED}
+            self._clear -= set(configs)  # a camera removed, then added back before the clear
+            self._clear -= {f"{self._prefix}/{c}/{what}" for c in cameras for what in RETAINED}
+        if self.connected:
+            self._send_clears(self._client)
+            if self.config.homeassistant_prefix:
+                for topic, config in configs.items():
+                    self._check(self._client.publish(topic, json.dumps(config), qos=1, retain=True))
+
+    def _send_clears(self, client: mqtt.Client) -> None:
+        """An empty retained message deletes what the broker retains on each topic to clear."""
+        with self._lock:
+            topics, self._clear = sorted(self._clear), set()
+        for topic in topics:
+            info = client.publish(topic, b"", qos=1, retain=True)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                with self._lock:
+                    self._clear.add(topic)  # the next connect tries again
 
     def snapshot(self, camera: str, jpeg: bytes) -> None:
-        if self.connected:
+        if self.connected and camera in self.cameras:  # retained too: as anomaly_state
             self._check(self._client.publish(f"{self._prefix}/{camera}/snapshot", jpeg,
                                              retain=True))
 
@@ -152,6 +183,7 @@ class MqttSink:
             self._down_logged = True
             return
         client.publish(self.available_topic, ONLINE, qos=1, retain=True)
+        self._send_clears(client)
         if self.config.homeassistant_prefix:
             for topic, config in self.discovery_configs().items():
                 client.publish(topic, json.dumps(config), qos=1, retain=True)
@@ -194,19 +226,28 @@ class MqttSink:
     # --- helpers ----------------------------------------------------------------------------------
 
     def discovery_configs(self) -> dict[str, dict[str, Any]]:
-        """Home Assistant MQTT discovery per camera: binary_sensors for the anomaly and for the
-        picture being tampered with (a "problem"), and the score sensor."""
-        ha, node, p = self.config.homeassistant_prefix, _node_id(self._prefix), self._prefix
-        host = self._host
-        name = f"stream-detector on {host}" if node == "stream-detector" else f"{node} on {host}"
+        """Home Assistant MQTT discovery per camera, on a device per host: binary_sensors for the
+        anomaly and for the picture being tampered with (a "problem"), and the score sensor. A
+        prefix set by the user keeps the ids it had before node ids."""
+        with self._lock:
+            return self._discovery_configs()
+
+    def _discovery_configs(self) -> dict[str, dict[str, Any]]:
+        """discovery_configs, for a caller that holds the lock ({} without a discovery prefix)."""
+        ha, p = self.config.homeassistant_prefix, self._prefix
+        if not ha:
+            return {}
+        if self.config.topic_prefix:
+            node = _object_id(p)
+            name = f"{'stream-detector' if node == 'stream-detector' else node} on {self.node}"
+        else:
+            node, name = f"stream-detector_{self.node}", f"stream-detector on {self.node}"
         device = {"identifiers": [node], "name": name,
                   "manufacturer": "stream-detector", "model": "video anomaly detector"}
         common = {"availability_topic": self.available_topic, "payload_available": ONLINE,
                   "payload_not_available": OFFLINE, "device": device}
         out: dict[str, dict[str, Any]] = {}
-        with self._lock:
-            cameras = self.cameras
-        for cam in cameras:
+        for cam in self.cameras:
             out[f"{ha}/binary_sensor/{node}/{cam}_anomaly/config"] = {
                 "name": f"{cam} anomaly", "unique_id": f"{node}_{cam}_anomaly",
                 "state_topic": f"{p}/{cam}/anomaly", "payload_on": "ON", "payload_off": "OFF",
@@ -247,6 +288,6 @@ class MqttSink:
             self.publish_failures += 1
 
 
-def _node_id(prefix: str) -> str:
+def _object_id(prefix: str) -> str:
     """Home Assistant object ids allow only [a-zA-Z0-9_-]; topic prefixes may contain '/'."""
     return re.sub(r"[^a-zA-Z0-9_-]", "_", prefix)

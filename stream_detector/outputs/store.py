@@ -52,14 +52,16 @@ class StoredEvent:
     published: bool
 
 
-def event_payload(event: Event, before: dict[str, Any] | None,
-                  snapshot: str | None = None) -> dict[str, Any]:
+def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | None = None, *,
+                  host: str) -> dict[str, Any]:
     """The JSON published on `<prefix>/events`, shaped like Frigate's so existing automations fit.
 
-    `before` is the "after" of the previous payload for the same event id (None for the first).
+    `before` is the "after" of the previous payload for the same event id (None for the first);
+    `host` is the node id of the host that saw it (a fleet shares one broker).
     """
     after = {
         "id": event.id,
+        "host": host,
         "camera": event.camera,
         "start_time": event.start_wall,
         "end_time": event.end_wall,
@@ -74,6 +76,8 @@ def event_payload(event: Event, before: dict[str, Any] | None,
         "model": event.model,
         "detail": event.detail,
     }
+    if before is not None and "host" not in before:  # stored by a release without node ids
+        before = {"id": before.get("id"), "host": host, **before}
     return {"type": _PAYLOAD_TYPES[event.type], "before": before, "after": after}
 
 

@@ -121,10 +121,25 @@ def write_config(path: Path, doc: dict[str, Any]) -> Path:
 # --- the command line -----------------------------------------------------------------------------
 
 
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """`stream-detector ARGS...` run to completion (killed after `timeout`)."""
+def cli(*args: str, timeout: float = 120,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`stream-detector ARGS...` run to completion (killed after `timeout`); `env` is added to
+    this process's environment."""
     return subprocess.run([sys.executable, "-m", "stream_detector", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout, check=False)
+                          text=True, cwd=ROOT, timeout=timeout, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+def run_benchmark(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """benchmarks/SCRIPT ARGS... run to completion on this checkout's package; its stdout is printed
+    (`pytest -s`, or the captured output of a failure)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)}
+    done = subprocess.run([sys.executable, script, *args], cwd=ROOT / "benchmarks", env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def stored_events(config: Path) -> list[dict[str, Any]]:
@@ -147,16 +162,18 @@ class DaemonProcess:
 
     def __init__(self, config: Path, metrics_port: int, workdir: Path,
                  env: dict[str, str] | None = None, main: list[str] | None = None,
-                 name: str = "daemon") -> None:
+                 name: str = "daemon", wrapper: list[str] | None = None) -> None:
         """`main` replaces `-m stream_detector` (a test script that injects a fault, then runs it);
-        `name` keeps the output files of several daemons in one folder apart."""
+        `name` keeps the output files of several daemons in one folder apart; `wrapper` runs
+        before Python and must exec it (e.g. `unshare -u ...`), so the pid stays the daemon's."""
         self.config = config
         self.port = metrics_port
         self.stdout_path = workdir / f"{name}.stdout"
         self.stderr_path = workdir / f"{name}.stderr"
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, *(main or ["-m", "stream_detector"]), "run", "--config", str(config)],
+                [*(wrapper or []), sys.executable, *(main or ["-m", "stream_detector"]), "run",
+                 "--config", str(config)],
                 stdout=out, stderr=err, cwd=ROOT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 

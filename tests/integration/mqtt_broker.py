@@ -42,9 +42,11 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
 
 
 class Broker:
-    """One mosquitto process on a fixed port; persistence keeps sessions across restart()."""
+    """One mosquitto process on a fixed port; persistence keeps sessions across restart().
+    `users` (name -> password) turns anonymous access off; `extra` is appended to its config
+    (a bridge)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, users: dict[str, str] | None = None, extra: str = "") -> None:
         assert MOSQUITTO, "mosquitto not found: install the mosquitto package (./dev setup does)"
         self.port = free_port()
         self.workdir = workdir
@@ -52,8 +54,18 @@ class Broker:
         data.mkdir()
         data.chmod(0o777)  # started as root, mosquitto drops to its own user before writing here
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-                             f"persistence true\npersistence_location {data}/\n")
+        access = "allow_anonymous true\n"
+        if users:
+            passwords = workdir / "passwords"
+            passwords.touch(mode=0o600)
+            for user, password in users.items():
+                subprocess.run(["mosquitto_passwd", "-b", str(passwords), user, password],
+                               check=True, capture_output=True)
+            # Read after mosquitto's switch of user, under the tests' private temporary folder:
+            # started as root, it stays root (`user root`) to reach it.
+            access = f"allow_anonymous false\npassword_file {passwords}\nuser root\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{access}"
+                             f"persistence true\npersistence_location {data}/\n{extra}")
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -75,9 +87,9 @@ class Broker:
 
 
 @contextmanager
-def running_broker(workdir: Path) -> Iterator[Broker]:
+def running_broker(workdir: Path, **kw: Any) -> Iterator[Broker]:
     """Start a broker for one test; kill it however the test ended."""
-    b = Broker(workdir)
+    b = Broker(workdir, **kw)
     b.start()
     try:
         yield b

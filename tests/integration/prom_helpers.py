@@ -22,7 +22,7 @@ PROM_DIR = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "stream-detector.json"
 
 # Grafana variables in dashboard queries, replaced by what Grafana would send for "All".
-GRAFANA_VARIABLES = {"$camera": ".*", "$__rate_interval": "1m", "$__interval": "15s"}
+GRAFANA_VARIABLES = {"$host": ".*", "$camera": ".*", "$__rate_interval": "1m", "$__interval": "15s"}
 
 
 def free_port() -> int:

@@ -60,10 +60,11 @@ def require_ffmpeg() -> None:
 class RtspServer:
     """rtsp_server.py as a child process on a fixed port, so a restart is the same camera URL."""
 
-    def __init__(self, clip: Path, logfile: Path) -> None:
+    def __init__(self, clip: Path, logfile: Path, auth: str = "") -> None:
+        """`auth` USER:PASSWORD: the server asks for them (HTTP Basic), as a real camera does."""
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
-        self.clip, self.logfile = clip, logfile
+        self.clip, self.logfile, self.auth = clip, logfile, auth
         self.size = (384, 288)  # what it streams; a restart may change it
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -71,7 +72,8 @@ class RtspServer:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
                 [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip),
-                 "--width", str(self.size[0]), "--height", str(self.size[1])],
+                 "--width", str(self.size[0]), "--height", str(self.size[1]),
+                 *(["--auth", self.auth] if self.auth else [])],
                 stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
         with selectors.DefaultSelector() as sel:

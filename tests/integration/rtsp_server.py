@@ -91,6 +91,20 @@ def factory_for(args: argparse.Namespace) -> GstRtspServer.RTSPMediaFactory:
     return factory
 
 
+def require_basic_auth(server: Any, factory: Any, user: str, password: str) -> None:
+    """Only USER:PASSWORD may describe and play the stream (a camera with an account)."""
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    permissions = GstRtspServer.RTSPPermissions()
+    for permission in (GstRtspServer.RTSP_PERM_MEDIA_FACTORY_ACCESS,
+                       GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT):
+        permissions.add_permission_for_role("viewer", permission, True)
+    factory.set_permissions(permissions)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
@@ -99,12 +113,16 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--height", type=int, default=288)
     parser.add_argument("--frames", type=int, default=100, help="frames of the file to loop")
+    parser.add_argument("--auth", help="USER:PASSWORD: require HTTP Basic authentication")
     args = parser.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    server.get_mount_points().add_factory(args.mount, factory_for(args))
+    factory = factory_for(args)
+    if args.auth:
+        require_basic_auth(server, factory, *args.auth.split(":", 1))
+    server.get_mount_points().add_factory(args.mount, factory)
     if server.attach(None) == 0:
         sys.exit(f"cannot listen on 127.0.0.1:{args.port}")
     loop = GLib.MainLoop()

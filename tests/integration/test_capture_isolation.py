@@ -1,11 +1,12 @@
-"""Why FFmpeg capture exists: a camera whose open hangs must not delay another camera.
+"""A camera whose open hangs must not delay another camera, whichever backend reads it.
 
-Two capture loops in one process: camera "hung" points at a port that accepts the connection and
+Three capture loops in one process: camera "hung" points at a port that accepts the connection and
 never answers (its RTSP open hangs until its timeout, again at every retry), camera "door" at the
-real RTSP server. Each FFmpegSource runs its own ffmpeg/ffprobe process, so door's first frame
-arrives while hung's open is still in progress. (OpenCV's FFmpeg backend opens captures one at a
-time under a process-wide lock, so with OpenCVSource door's open could wait for hung's timeout;
-no test depends on that lock being there.)
+real RTSP server, camera "file" at a short clip looped and paced in real time (OpenCV in-process:
+it reopens the file at every pass). Network cameras run in child processes (ffmpeg/ffprobe, or
+OpenCV's reader process), so door's first frame arrives while hung's open is in progress and the
+file's reopens never wait for it. In-process, OpenCV's FFmpeg backend opens captures one at a time
+under a process-wide lock: door's first frame took 14.9 s there, behind hung's open.
 """
 
 from __future__ import annotations
@@ -17,9 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import cut
 from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, serving, wait_frame
 
-from stream_detector.capture import Backoff, CaptureLoop, FFmpegSource, FrameQueue
+from stream_detector.capture import (
+    Backoff,
+    CaptureLoop,
+    FFmpegSource,
+    FrameQueue,
+    FrameSource,
+    OpenCVProcessSource,
+    OpenCVSource,
+)
 from stream_detector.messages import Frame
 
 pytestmark = pytest.mark.integration
@@ -78,18 +88,37 @@ def hole() -> Iterator[BlackHole]:
         bh.close()
 
 
-def test_a_hung_camera_never_delays_another_cameras_open(server: RtspServer, hole: BlackHole) -> None:
+BACKENDS: dict[str, type[FFmpegSource] | type[OpenCVProcessSource]] = {
+    "ffmpeg": FFmpegSource, "opencv": OpenCVProcessSource}
+
+
+@pytest.fixture(scope="module")
+def clip(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return cut(vtest, tmp_path_factory.mktemp("clip") / "loop.mp4", 2, 192, 144)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_a_hung_camera_never_delays_another_cameras_open_or_a_files_loop(
+        server: RtspServer, hole: BlackHole, clip: Path, backend: str) -> None:
     require_ffmpeg()
+    network = BACKENDS[backend]
     stop = threading.Event()
     hung_q: FrameQueue[Frame] = FrameQueue(8)
     door_q: FrameQueue[Frame] = FrameQueue(32)
-    hung_rec, door_rec = Recorder(), Recorder()
-    hung = CaptureLoop("hung", lambda: FFmpegSource(hole.url, open_timeout=HANG), hung_q, stop,
+    file_q: FrameQueue[Frame] = FrameQueue(1024)
+    hung_rec, door_rec, file_rec = Recorder(), Recorder(), Recorder()
+
+    def looped() -> FrameSource:
+        return OpenCVSource(str(clip), realtime=True, loop=True)
+
+    hung = CaptureLoop("hung", lambda: network(hole.url, open_timeout=HANG), hung_q, stop,
                        hung_rec, stale_after=2.0, open_timeout=HANG + 10,
                        backoff=Backoff(initial=0.2, maximum=0.5))
-    door = CaptureLoop("door", lambda: FFmpegSource(server.url, open_timeout=10, read_timeout=3),
+    door = CaptureLoop("door", lambda: network(server.url, open_timeout=10, read_timeout=3),
                        door_q, stop, door_rec, stale_after=2.0, backoff=Backoff(initial=0.2, maximum=1.0))
+    file = CaptureLoop("file", looped, file_q, stop, file_rec, stale_after=2.0)
     try:
+        file.start()
         hung.start()
         assert hole.wait_connections(1, 10), "the hung camera never connected"
         started = time.monotonic()  # hung's open is in progress from here on
@@ -107,8 +136,20 @@ def test_a_hung_camera_never_delays_another_cameras_open(server: RtspServer, hol
         wait_frame(door_q, retrying, 5)
         assert hung_rec.counts.get("up", 0) == 0 and hung.is_alive() and door.is_alive()
         assert door_rec.counts.get("down", 0) == 0, "door lost its stream while hung retried"
+
+        # The 2 s clip looped about 7 times meanwhile, each pass a reopen: never a pause.
+        times = [f.mono_time for f in file_q.get_all() if isinstance(f, Frame)]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert len(times) > 100 and max(gaps) < 0.5, f"the looped file paused {max(gaps):.1f}s"
+        assert file_rec.counts.get("down", 0) == 0
+        stopping = time.monotonic()
     finally:
         stop.set()
-        for loop in (hung, door):
+        for loop in (hung, door, file):
             loop.join(HANG + 5)
             assert not loop.is_alive(), f"capture loop {loop.camera} did not stop"
+    # hung's open was in progress: it was interrupted, not waited for
+    readers = [t for t in threading.enumerate() if t.name.startswith("capture-hung")]
+    for reader in readers:
+        reader.join(2.0)
+    assert not any(r.is_alive() for r in readers) and time.monotonic() - stopping < 3.0

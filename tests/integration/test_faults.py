@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from prom_helpers import Prometheus, alert_rules, start_prometheus, wait_for, wa
 from rtsp_helpers import RtspServer, require_ffmpeg, require_gi_python
 
 from stream_detector.capture import Injection
+from stream_detector.config import host_node_id
 
 pytestmark = pytest.mark.integration
 
@@ -291,12 +291,16 @@ def test_sighup_announces_added_cameras_to_home_assistant_and_clears_removed_one
             door = f"ha/binary_sensor/{PREFIX}/door_anomaly/config"
             msgs = sub.wait_for(lambda m: any("yard_anomaly" in t for t, _, _ in m)
                                 and (door, b"", False) in m, timeout=30)
+            with subscribed(broker.port, f"{PREFIX}/#") as late:  # what a newcomer is told
+                retained = dict((t, p) for t, p, r in late.wait_for(
+                    lambda m: (f"{PREFIX}/yard/anomaly", b"OFF", True) in m) if r)
         finally:
             daemon.close()
+    assert f"{PREFIX}/door/anomaly" not in retained  # the removed camera's state was cleared
     configs = {t: json.loads(p) for t, p, _ in msgs if p}
     yard = configs[f"ha/binary_sensor/{PREFIX}/yard_anomaly/config"]
     assert yard["state_topic"] == f"{PREFIX}/yard/anomaly"
-    assert yard["device"]["name"] == f"{PREFIX} on {socket.gethostname()}"
+    assert yard["device"]["name"] == f"{PREFIX} on {host_node_id()}"
 
 
 def test_an_idle_daemon_sleeps_instead_of_polling(tmp_path: Path) -> None:

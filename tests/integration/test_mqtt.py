@@ -69,7 +69,7 @@ def event_stream(n: int) -> Iterator[tuple[Event, dict[str, Any]]]:
         for ev in (start, Event(**{**start.__dict__, "type": "update", "box": None}),
                    Event(**{**start.__dict__, "type": "end", "end_wall": 1002.0 + i,
                             "end_stream": 7.0 + i})):
-            payload = event_payload(ev, before)
+            payload = event_payload(ev, before, host="cam-host")
             before = payload["after"]
             yield ev, payload
 
@@ -137,6 +137,32 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
     assert sub.on(f"{PREFIX}/door/snapshot") == [b"\xff\xd8jpeg\xff\xd9"]
     assert store.unpublished() == []
     store.close()
+
+
+def test_removed_cameras_leave_no_retained_state_or_snapshot_even_if_removed_offline(
+        tmp_path: Path) -> None:
+    # Root, so that mosquitto can write its persistence file under pytest's private folder: the
+    # retained messages must survive the restart for the clear sent on reconnect to matter.
+    (tmp_path / "b").mkdir()
+    with running_broker(tmp_path / "b", extra="user root\n") as broker, \
+            running_sink(config(broker), ["door", "yard", "gate"]) as sink:
+        for cam in ("door", "yard", "gate"):
+            sink.anomaly_state(cam, True)
+            sink.snapshot(cam, b"jpeg of " + cam.encode())
+        with subscribed(broker.port, f"{PREFIX}/gate/snapshot") as sub:
+            sub.wait_for(lambda m: len(m) >= 1)
+        sink.cameras_changed(["door", "gate"])  # yard removed by a reload
+        sink.anomaly_state("yard", False)  # its last event, delivered after the clear
+        broker.stop()
+        wait_until(lambda: not sink.connected)
+        sink.cameras_changed(["door"])  # gate removed while the broker is away
+        broker.start()
+        wait_until(lambda: sink.connected, timeout=20)
+        with subscribed(broker.port, f"{PREFIX}/#") as late:
+            late.wait_for(lambda m: (f"{PREFIX}/door/snapshot", b"jpeg of door", True) in m)
+            time.sleep(0.5)  # anything else retained arrives with it
+            retained = {t for t, _, r in late.messages if r}
+    assert retained == {f"{PREFIX}/available", f"{PREFIX}/door/anomaly", f"{PREFIX}/door/snapshot"}
 
 
 def test_schema_rejects_malformed_payloads() -> None:
@@ -218,3 +244,65 @@ def test_last_will_says_offline_when_daemon_is_killed(broker: Broker) -> None:
                 child.kill()
                 child.wait(10)
     assert [p for _, p, _ in msgs] == [b"online", b"offline"]
+
+
+HOST = """
+import sys, time
+from stream_detector.config import MqttConfig
+from stream_detector.outputs import MqttSink
+sink = MqttSink(MqttConfig(port=int(sys.argv[1]), homeassistant_prefix="homeassistant"), ["front"],
+                node=sys.argv[2])
+sink.start()
+while not sink.connected:
+    time.sleep(0.05)
+sink.anomaly_state("front", False)
+sink.score("front", 1.0)
+time.sleep(60)
+"""
+
+
+def test_two_hosts_with_the_default_config_share_no_topic_id_or_availability(
+        broker: Broker) -> None:
+    """Same camera name, default [mqtt] but the port: each host its own namespace; host-a killed
+    -9 leaves host-b online."""
+    sinks = [MqttSink(MqttConfig(port=broker.port, homeassistant_prefix="homeassistant"),
+                      ["front"], node=node) for node in ("host-a", "host-b")]
+    client_ids = {s._client._client_id for s in sinks}
+    assert client_ids == {b"stream-detector-host-a", b"stream-detector-host-b"}
+    ids = [{c["unique_id"] for c in s.discovery_configs().values()} for s in sinks]
+    devices = [{tuple(c["device"]["identifiers"]) for c in s.discovery_configs().values()}
+               for s in sinks]
+    assert not ids[0] & ids[1] and not devices[0] & devices[1]
+    assert not set(sinks[0].discovery_configs()) & set(sinks[1].discovery_configs())
+    children = []
+    with subscribed(broker.port, "#") as sub:
+        try:
+            for node in ("host-a", "host-b"):
+                children.append(subprocess.Popen([sys.executable, "-c", HOST, str(broker.port),
+                                                  node], cwd=ROOT))
+            for node in ("host-a", "host-b"):
+                sub.wait_for(lambda m, n=node: (f"stream-detector/{n}/front/score", b"1.0000")
+                             in [(t, p) for t, p, _ in m], timeout=20)
+            os.kill(children[0].pid, signal.SIGKILL)
+            children[0].wait(10)
+            sub.wait_for(lambda m: ("stream-detector/host-a/available", b"offline")
+                         in [(t, p) for t, p, _ in m])
+            time.sleep(0.5)
+            with subscribed(broker.port, "stream-detector/+/available") as late:  # retained
+                states = dict((t, p) for t, p, _ in late.wait_for(lambda m: len(m) >= 2))
+            online_b = sub.on("stream-detector/host-b/available")
+        finally:
+            for child in children:
+                child.kill()
+                child.wait(10)
+    by_host: dict[str, set[str]] = {"host-a": set(), "host-b": set()}
+    for topic, _, _ in sub.messages:
+        owners = [h for h in by_host if h in topic]
+        assert len(owners) == 1, f"{topic} names no host, or both"
+        by_host[owners[0]].add(topic.replace(owners[0], "HOST"))
+    assert by_host["host-a"] == by_host["host-b"]  # the same layout, apart
+    assert "stream-detector/HOST/available" in by_host["host-a"]
+    assert "homeassistant/binary_sensor/stream-detector_HOST/front_anomaly/config" in by_host["host-b"]
+    assert online_b == [b"online"]  # host-a's Last Will did not touch it
+    assert states == {"stream-detector/host-a/available": b"offline",
+                      "stream-detector/host-b/available": b"online"}

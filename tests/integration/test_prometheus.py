@@ -1,4 +1,4 @@
-"""A real Prometheus scrapes a HealthServer: every dashboard query and alert rule must find series.
+"""A real Prometheus scrapes the daemon's HTTP server: every dashboard query and alert rule must find series.
 
 Catches what unit tests cannot: metric names that drift from the dashboard or the rules, PromQL that
 Prometheus rejects, and exposition Prometheus cannot parse.
@@ -25,7 +25,8 @@ from prom_helpers import (
 )
 from prometheus_client import CollectorRegistry
 
-from stream_detector.daemon import HealthServer, Metrics
+from stream_detector.daemon import Metrics, health_routes
+from stream_detector.web import HttpServer
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +99,8 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]
     tmp = tmp_path_factory.mktemp("prometheus")
     registry = CollectorRegistry()
     metrics = Metrics(registry)
-    with FakeDaemon(metrics), HealthServer("127.0.0.1", 0, registry, lambda: (True, {})) as server:
+    with FakeDaemon(metrics), HttpServer("127.0.0.1", 0, health_routes(registry, lambda: (True, {}))) as server:
+        metrics.watch_http(server.stats)
         prom = start_prometheus(server.port, tmp)
         try:
             wait_for_scrapes(prom)

@@ -268,9 +268,32 @@ CASES = [
     Bad("broker port 70000", r"mqtt\.port: must be in", config=CAMERA + "[mqtt]\nport = 70000\n"),
     Bad("qos 3", r"mqtt\.qos: must be 0, 1 or 2", config=CAMERA + TLS + "qos = 3\n"),
     Bad("keepalive 1", r"mqtt\.keepalive: must be in", config=CAMERA + TLS + "keepalive = 1\n"),
-    Bad("topic prefix with a wildcard", r"mqtt\.topic_prefix: must be", config=CAMERA + TLS + 'topic_prefix = "a/#"\n'),
+    Bad("topic prefix with a wildcard", r"mqtt\.topic_prefix: must not contain", config=CAMERA + TLS + 'topic_prefix = "a/#"\n'),
+    Bad("topic prefix with an empty level", r"mqtt\.topic_prefix: must not start or end with '/'",
+        config=CAMERA + TLS + 'topic_prefix = "site//cams"\n'),
+    Bad("node_id with a slash", r"node_id: use 1-64 letters, digits", config='node_id = "site/a"\n' + CAMERA),
+    Bad("node_id a number", r"node_id: use 1-64 letters, digits", config="node_id = 7\n" + CAMERA),
     Bad("score_interval = inf", r"mqtt\.score_interval: expected a finite", config=CAMERA + TLS + "score_interval = inf\n"),
     Bad("password without username", r"mqtt\.password: needs a username", config=CAMERA + TLS + 'password = "x"\n'),
+    Bad("password from an unset variable", r"mqtt\.password: environment variable SD_UNSET_VAR is not set",
+        config=CAMERA + TLS + 'username = "sd"\npassword = "${SD_UNSET_VAR}"\n'),
+    Bad("a reference that is no variable name", r"cameras\.door\.source: \$\{1X\} is not a variable reference",
+        config='[cameras.door]\nsource = "rtsp://viewer:${1X}@cam/live"\n'),
+    Bad("password_file missing", r"mqtt\.password_file: TMP/none: cannot read \(No such file",
+        config=CAMERA + TLS + 'username = "sd"\npassword_file = "TMP/none"\n'),
+    Bad("password_file not UTF-8", r"mqtt\.password_file: TMP/pw: not UTF-8 text",
+        config=CAMERA + TLS + 'username = "sd"\npassword_file = "TMP/pw"\n', prepare=write("pw", RANDOM)),
+    Bad("password and password_file", r"mqtt\.password_file: set password or password_file, not both",
+        config=CAMERA + TLS + 'username = "sd"\npassword = "x"\npassword_file = "TMP/pw"\n',
+        prepare=write("pw", "y\n")),
+    Bad("source_file a directory", r"cameras\.door\.source_file: TMP: cannot read \(Is a directory\)",
+        config='[cameras.door]\nsource_file = "TMP"\n'),
+    Bad("camera password with an unencoded '#'",
+        r"cameras\.door\.source: the user name or password holds '/', '\?', '#' or '@' unencoded",
+        config='[cameras.door]\nsource = "rtsp://viewer:Zq#9k@cam:554/live"\n'),
+    Bad("camera password with an unencoded '/'",
+        r"cameras\.door\.source: the user name or password holds",
+        config='[cameras.door]\nsource = "rtsp://viewer:Zq/9k@cam:554/live"\n'),
     Bad("TLS CA file missing", r"mqtt\.tls_ca_file: .*no such file",
         config=CAMERA + TLS + 'tls_ca_file = "TMP/missing-ca.pem"\n'),
     Bad("TLS CA file is a directory", r"mqtt\.tls_ca_file: .* is not a regular file",
@@ -560,6 +583,7 @@ def test_bad_input_is_one_line_naming_file_and_key_exit_2_nothing_started(
             assert sub(case.names) in line, (line, sub(case.names))
         assert re.search(sub(case.key), line), (line, case.key)
         assert "Traceback" not in err and "\n" not in line
+        assert "Zq" not in line and "9k" not in line  # no part of a password, ever
         assert files_under(tmp_path) == before, "a refused command created files"
         ports["broker"].settimeout(0.05)
         with pytest.raises(TimeoutError):  # nothing connected to the broker

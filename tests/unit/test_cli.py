@@ -55,7 +55,7 @@ def test_events_lists_each_row_at_its_own_time(tmp_path: Path, capsys: pytest.Ca
     update = Event("e1", "door", "update", 1000.0, 0.0, None, None, 6.0, 3, None, 6.0, update_wall=1600.0)
     end = Event("e1", "door", "end", 1000.0, 0.0, 2200.0, 12.0, 6.0, 3, None, 0.5)
     for ev in (start, update, end):
-        store.append(ev, event_payload(ev, None))
+        store.append(ev, event_payload(ev, None, host="cam-host"))
     store.close()
     assert cli.main(["events", "--config", str(cfg)]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -10,13 +10,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "stream_detector"
-# A stage imports only from lower levels (and from itself): messages/errors <- config <-
-# capture, model <- detect, outputs <- daemon, offline <- cli. So capture, model, detect and
+# A stage imports only from lower levels (and from itself): messages/errors/credentials <- config <-
+# capture, model, web <- detect, outputs <- daemon, offline <- cli. So capture, model, detect and
 # outputs never import daemon, offline or cli, and neither stage of a level imports the other.
 LEVELS = {
-    "errors": 0, "messages": 0,
+    "errors": 0, "messages": 0, "credentials": 0,
     "config": 1,
-    "capture": 2, "model": 2,
+    "capture": 2, "model": 2, "web": 2,
     "detect": 3, "outputs": 3,
     "daemon": 4, "offline": 4,
     "cli": 5, "__main__": 6,

@@ -216,6 +216,31 @@ def test_a_hung_open_gives_up_after_open_timeout() -> None:
     assert message == f"rtsp://127.0.0.1:{port}/x: cannot open (no answer within 1.5s)"
 
 
+def test_a_password_reaches_ffprobe_and_ffmpeg_on_a_pipe_never_on_their_command_line(
+        stalling_url: str) -> None:
+    url = stalling_url.replace("http://", "http://viewer:p%23ss%2Fw0rd@")
+    src = FFmpegSource(url, open_timeout=10, read_timeout=1.0)
+    src.open()
+    try:
+        (pid,) = children("ffmpeg")
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"-f" in argv and b"concat" in argv and any(a.startswith(b"pipe:") for a in argv)
+        assert not any(b"ss%2Fw0rd" in a or b"viewer" in a for a in argv), argv
+        assert src.read() is not None and src.retrieve().shape == (120, 160, 3)
+    finally:
+        src.close()
+    assert src.name == stalling_url.replace("http://", "http://viewer:***@")
+
+
+def test_interrupt_ends_a_hung_open_at_once() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as hole:  # accepts, never answers
+        src = FFmpegSource(f"rtsp://127.0.0.1:{hole.getsockname()[1]}/x", open_timeout=10)
+        threading.Timer(0.5, src.interrupt).start()
+        t0 = time.monotonic()
+        assert one_line_error(src).endswith(": interrupted")
+        assert time.monotonic() - t0 < 1.5
+
+
 def test_close_reaps_the_child_mid_stream(vtest: Path) -> None:
     src = FFmpegSource(str(vtest), realtime=False)
     src.open()

@@ -57,6 +57,7 @@ class FakeSource:
         self.pos = -1
         self.retrieved = 0
         self.closed = False
+        self.interrupted = False
         self.release = threading.Event()  # lets a hung grab return at teardown
 
     def open(self) -> None:
@@ -90,6 +91,11 @@ class FakeSource:
 
     def close(self) -> None:
         self.closed = True
+
+    def interrupt(self) -> None:
+        """As a child-process source does: a hung open or read returns at once."""
+        self.interrupted = True
+        self.release.set()
 
     @property
     def stream_time(self) -> float:
@@ -283,6 +289,20 @@ def test_hung_open_is_abandoned_after_open_timeout(run_loop) -> None:  # type: i
         assert rec.states()[:3] == ["down", "reconnecting", "up"]
     finally:
         hung.release.set()
+
+
+def test_stop_interrupts_a_hung_open_so_no_reader_outlives_the_loop(run_loop) -> None:  # type: ignore[no-untyped-def]
+    hung = FakeSource([(64, 48)], open_error="hang")
+    loop, _, _ = run_loop(sources(hung), stale_after=30.0, open_timeout=30.0)
+    time.sleep(0.3)  # the reader is inside open()
+    t0 = time.monotonic()
+    loop.stop.set()
+    loop.join(2)
+    readers = [t for t in threading.enumerate() if t.name == "capture-door-reader"]
+    for reader in readers:
+        reader.join(1.0)
+    assert hung.interrupted and not any(r.is_alive() for r in readers)
+    assert time.monotonic() - t0 < 1.5
 
 
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.server
+import socket
 import socketserver
 import threading
 import time
@@ -14,7 +15,9 @@ import numpy as np
 import pytest
 
 from stream_detector.capture import (
+    OpenCVProcessSource,
     OpenCVSource,
+    opencv_source,
 )
 from stream_detector.config import CameraConfig
 from stream_detector.errors import SourceError
@@ -136,6 +139,54 @@ def test_bad_sources_raise_one_line_source_errors(tmp_path: Path) -> None:
 
 def test_from_config_times_out_reads_after_the_loop_would() -> None:
     cam = CameraConfig(source="rtsp://cam/1", realtime=False, loop=True, stale_after=4.0)
-    src = OpenCVSource.from_config(cam)
+    src = opencv_source(cam)
+    assert isinstance(src, OpenCVProcessSource)  # network cameras: a reader process each
     assert (src.uri, src.kind, src.realtime, src.loop) == ("rtsp://cam/1", "stream", False, True)
     assert src.read_timeout > cam.stale_after
+    assert isinstance(opencv_source(CameraConfig(source="clip.avi")), OpenCVSource)
+
+
+def test_a_network_camera_is_read_by_a_reader_process_that_never_shows_the_password(
+        mjpeg_url: str) -> None:
+    url = mjpeg_url.replace("http://", "http://viewer:s3cr%23t@")
+    src = OpenCVProcessSource(url, open_timeout=5, read_timeout=3)
+    src.open()
+    try:
+        assert src._proc is not None
+        argv = Path(f"/proc/{src._proc.pid}/cmdline").read_bytes().split(b"\0")
+        assert not any(b"s3cr" in arg or b"viewer" in arg for arg in argv), argv
+        frames = []
+        while (frame := src.read()) is not None:
+            frames.append(frame)
+        assert len(frames) == 20 and frames[0].shape == (120, 160, 3)
+        assert 0 < src.stream_time < 5 and not src.finished
+    finally:
+        src.close()
+    assert src._proc is None
+
+
+def test_a_reader_process_that_cannot_open_says_why_in_one_line() -> None:
+    src = OpenCVProcessSource("rtsp://admin:s3cret@127.0.0.1:1/live", open_timeout=2)
+    message = one_line_error(src)  # type: ignore[arg-type]
+    assert "cannot open" in message and "refused, unreachable" in message
+    assert "s3cret" not in message and "admin:***@" in message
+
+
+@pytest.fixture()
+def silent_url() -> Iterator[str]:
+    """A camera that accepts the connection and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"rtsp://127.0.0.1:{server.getsockname()[1]}/live"
+    server.close()
+
+
+def test_interrupt_ends_a_hung_open_at_once(silent_url: str) -> None:
+    src = OpenCVProcessSource(silent_url, open_timeout=10)
+    threading.Timer(0.5, src.interrupt).start()
+    start = time.monotonic()
+    with pytest.raises(SourceError):
+        src.open()
+    assert time.monotonic() - start < 1.5
+    src.close()

@@ -148,6 +148,17 @@ def test_store_and_heartbeat_series_are_read_at_scrape_time(registry: CollectorR
     assert value(registry, "stream_detector_thread_heartbeat_age_seconds", thread="inference") == 20
 
 
+def test_http_series_are_read_from_the_server_at_scrape_time(registry: CollectorRegistry) -> None:
+    stats = {"connections": 3, "aborted": 2, "idle_closed": 0}
+    Metrics(registry).watch_http(lambda: stats)
+    stats["aborted"] = 5
+    assert registry.get_sample_value("stream_detector_http_connections") == 3
+    assert registry.get_sample_value("stream_detector_http_client_incidents_total",
+                                     {"kind": "aborted"}) == 5
+    assert registry.get_sample_value("stream_detector_http_client_incidents_total",
+                                     {"kind": "idle_closed"}) == 0
+
+
 def test_camera_removed_removes_its_series_only(registry: CollectorRegistry) -> None:
     m = Metrics(registry)
     for cam in ("door", "yard"):

@@ -1,7 +1,7 @@
 """The inference worker: stream losses in order with the frames, a timeline that survives
-reconnects, a scoring fault that rebuilds one camera's scorer, cameras of one model in one call;
-scene changes in order with the frames: a model switch carries the open event over, a tampered
-camera raises one camera_tampered event and no anomaly event until it clears.
+reconnects and reloads, a scoring fault that rebuilds one camera's scorer, cameras of one model
+in one call; scene changes in order with the frames: a model switch carries the open event over, a
+tampered camera raises one camera_tampered event and no anomaly event until it clears.
 """
 
 from __future__ import annotations
@@ -135,6 +135,26 @@ def test_stream_time_restarting_at_zero_does_not_stall_the_cooldown(worker: Call
     end = w.events()[1]
     assert end.type == "end" and end.reason == "cooldown"
     assert end.end_stream > 2.4  # on the camera's timeline, which never goes back
+
+
+def test_a_camera_restarted_by_a_reload_continues_its_timeline(
+        worker: Callable[..., Worker]) -> None:
+    """Removed and added again (its config changed): stream time restarts at 0 as after a
+    reconnect, and the camera's timeline goes on from where it was, by the time that passed."""
+    w = worker()
+    m = time.monotonic()
+    w.put(*[frame(i / 10, HIGH, i, m + i / 10) for i in range(21)])  # 0.0-2.0 s: an event starts
+    w.wait(lambda: len(w.events()) == 1)
+    w.worker.remove("door")
+    w.wait(lambda: len(w.events()) == 2)  # "camera removed" ends it, at 2.0 s
+    queue: FrameQueue[Item] = FrameQueue(1000, cond=w.cond, keep=is_stream_state)
+    w.worker.add(Lane("door", queue, EventTracker("door", POLICY), w._make))
+    for i in range(21):  # restarted 1.5 s later, its stream time from 0 again
+        queue.put(frame(i / 10, HIGH, i, m + 3.5 + i / 10))
+    w.wait(lambda: len(w.events()) == 3)
+    removed, again = w.events()[1:]
+    assert removed.reason == "camera removed" and removed.end_stream == pytest.approx(2.0)
+    assert again.type == "start" and again.start_stream >= 3.5  # 2.0 + 1.5 s, not from 0
 
 
 def test_a_scoring_fault_rebuilds_that_scorer_and_the_worker_goes_on(

@@ -124,7 +124,7 @@ def test_a_tamper_event_sets_the_tampered_state_not_the_anomaly_state(tmp_path: 
     for n, kind, type_ in [(1, "anomaly", "start"), (1, "anomaly", "end"),
                            (2, "camera_tampered", "start"), (2, "camera_tampered", "end")]:
         ev = dataclasses.replace(make_event(n, kind=type_), kind=kind)
-        store.append(ev, event_payload(ev, None))
+        store.append(ev, event_payload(ev, None, host="h"))
     sink = Recorder()
     drain(Publisher(store, Sinks([sink], sink)), store)  # type: ignore[list-item]
     assert log == ["new anomaly", "anomaly ON", "end anomaly", "anomaly OFF",

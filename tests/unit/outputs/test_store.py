@@ -28,10 +28,10 @@ def write_locked(path: Path) -> Iterator[None]:
 
 
 def test_payload_shape_follows_frigate() -> None:
-    start = event_payload(make_event(1), None)
+    start = event_payload(make_event(1), None, host="cam-host")
     assert start["type"] == "new" and start["before"] is None
     assert start["after"]["box"] == [1, 2, 30, 40] and start["after"]["end_time"] is None
-    end = event_payload(make_event(1, kind="end"), start["after"])
+    end = event_payload(make_event(1, kind="end"), start["after"], host="cam-host")
     assert end["type"] == "end" and end["before"] == start["after"]
     assert end["after"]["end_time"] == 1001.0
 

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,7 @@ class Recorder:
 def emitter_for(store: EventStore, tmp_path: Path, registry: CollectorRegistry,
                 **kw: Any) -> tuple[Writer, Recorder]:
     rec = Recorder()
-    em = Writer(store, event_payload, Metrics(registry), lambda seq, cam, t: rec.stored.append(seq),
+    em = Writer(store, partial(event_payload, host="cam-host"), Metrics(registry), lambda seq, cam, t: rec.stored.append(seq),
                  lambda cam, v: rec.scores.append((cam, v)), tmp_path / "snapshots", **kw)
     return em, rec
 
@@ -74,10 +75,10 @@ def test_a_fault_in_the_emitter_is_counted_and_the_next_event_still_goes(tmp_pat
 def test_recover_ends_events_left_open_by_a_killed_run(tmp_path: Path) -> None:
     store = EventStore(tmp_path / "events.sqlite")
     start = make_event("start", "open1")
-    first = event_payload(start, None, "snap.jpg")
+    first = event_payload(start, None, "snap.jpg", host="cam-host")
     store.append(start, first)
-    store.append(make_event("start", "done"), event_payload(make_event("start", "done"), None))
-    store.append(make_event("end", "done"), event_payload(make_event("end", "done"), None))
+    store.append(make_event("start", "done"), event_payload(make_event("start", "done"), None, host="cam-host"))
+    store.append(make_event("end", "done"), event_payload(make_event("end", "done"), None, host="cam-host"))
     em, rec = emitter_for(store, tmp_path, CollectorRegistry(), clock=lambda: 5000.0)
     assert em.recover() == ["door"]
     end = store.query()[-1]
@@ -95,6 +96,7 @@ def test_snapshot_is_never_left_empty_or_truncated(tmp_path: Path) -> None:
     the failure is counted, and the event is stored without its picture."""
     script = f"""
 import resource, signal, time
+from functools import partial
 from pathlib import Path
 import numpy as np
 from prometheus_client import CollectorRegistry
@@ -104,7 +106,7 @@ from stream_detector.outputs import EventStore, Writer, event_payload
 tmp = Path({str(tmp_path)!r})
 store = EventStore(tmp / "events.sqlite")
 registry = CollectorRegistry()
-em = Writer(store, event_payload, Metrics(registry), lambda *a: None, lambda *a: None, tmp / "snaps")
+em = Writer(store, partial(event_payload, host="h"), Metrics(registry), lambda *a: None, lambda *a: None, tmp / "snaps")
 em.camera("door", lambda peak, ev: b"x" * 300_000)
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, resource.RLIM_INFINITY))
@@ -131,7 +133,7 @@ def test_retention_by_age_and_size_and_the_wal_is_checkpointed(tmp_path: Path) -
         old = i < 50
         ev = make_event("end", f"ev{i}")
         ev = ev if old else Event(ev.id, "door", "end", recent, 4.0, recent + 3, 7.0, 3.0, 40, None, 2.0)
-        store.mark_published(store.append(ev, event_payload(ev, None)))
+        store.mark_published(store.append(ev, event_payload(ev, None, host="cam-host")))
     snaps = tmp_path / "snapshots"
     snaps.mkdir()
     now = time.time()
@@ -156,7 +158,7 @@ def test_events_the_disk_refuses_are_reported_in_full_at_close(
     other = sqlite3.connect(path, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # another process holds the write lock past shutdown
     try:
-        store.append(make_event("start", "held1"), event_payload(make_event("start", "held1"), None))
+        store.append(make_event("start", "held1"), event_payload(make_event("start", "held1"), None, host="cam-host"))
         assert store.backlog_size == 1 and not store.healthy and store.write_failures >= 1
         caplog.set_level(logging.ERROR, "stream_detector.store")
         store.close()

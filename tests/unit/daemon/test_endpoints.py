@@ -1,4 +1,4 @@
-"""The HTTP endpoints the probes and Prometheus use."""
+"""The daemon's HTTP endpoints the probes and Prometheus use, on the real web server."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from stream_detector.daemon import HealthServer, Metrics
+from stream_detector.daemon import Metrics, health_routes
+from stream_detector.web import HttpServer
 
 
 class Probe:
@@ -25,9 +26,9 @@ class Probe:
 
 
 @pytest.fixture()
-def served(registry: CollectorRegistry) -> Iterator[tuple[HealthServer, Probe]]:
+def served(registry: CollectorRegistry) -> Iterator[tuple[HttpServer, Probe]]:
     probe = Probe()
-    server = HealthServer("127.0.0.1", 0, registry, probe)
+    server = HttpServer("127.0.0.1", 0, health_routes(registry, probe))
     server.start()
     try:
         yield server, probe
@@ -35,7 +36,7 @@ def served(registry: CollectorRegistry) -> Iterator[tuple[HealthServer, Probe]]:
         server.stop()
 
 
-def get(server: HealthServer, path: str) -> tuple[int, str, bytes]:
+def get(server: HttpServer, path: str) -> tuple[int, str, bytes]:
     url = f"http://127.0.0.1:{server.port}{path}"
     try:
         with urllib.request.urlopen(url, timeout=5) as resp:
@@ -44,7 +45,7 @@ def get(server: HealthServer, path: str) -> tuple[int, str, bytes]:
         return err.code, err.headers["Content-Type"], err.read()
 
 
-def test_http_endpoints(served: tuple[HealthServer, Probe], registry: CollectorRegistry,
+def test_http_endpoints(served: tuple[HttpServer, Probe], registry: CollectorRegistry,
                         capsys: pytest.CaptureFixture[str]) -> None:
     server, probe = served
     assert server.port > 0
@@ -72,13 +73,13 @@ def test_readiness_that_raises_is_not_ready(registry: CollectorRegistry) -> None
     def broken() -> tuple[bool, dict[str, Any]]:
         raise RuntimeError("store locked")
 
-    with HealthServer("127.0.0.1", 0, registry, broken) as server:
+    with HttpServer("127.0.0.1", 0, health_routes(registry, broken)) as server:
         code, _, body = get(server, "/readyz")
     assert code == 503 and "store locked" in json.loads(body)["error"]
 
 
 def test_stop_releases_the_port(registry: CollectorRegistry) -> None:
-    server = HealthServer("127.0.0.1", 0, registry, Probe())
+    server = HttpServer("127.0.0.1", 0, health_routes(registry, Probe()))
     server.start()
     port = server.port
     server.stop()
