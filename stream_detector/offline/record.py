@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream_detector.capture import CaptureLoop, probe_frame, redact, source_for
+from stream_detector.capture import CaptureLoop, CaptureObserver, probe_frame, redact, source_for
 from stream_detector.config import CameraConfig
 from stream_detector.errors import SourceError
 from stream_detector.messages import Frame, StreamState
@@ -151,20 +151,9 @@ class _Writer:
             self.writer.release()
 
 
-class _Quiet:
-    """What the capture loop reports, kept: the recorder only needs its frames."""
-
-    def frame_read(self, camera: str) -> None: ...
-
-    def frame_dropped(self, camera: str) -> None: ...
-
-    def frames_skipped(self, camera: str, n: int) -> None: ...
-
-    def stream_state(self, camera: str, up: bool) -> None: ...
-
-    def reconnecting(self, camera: str) -> None: ...
-
-    def resolution_changed(self, camera: str, width: int, height: int) -> None: ...
+class _Quiet(CaptureObserver):
+    """What the capture loop reports, dropped (the protocol's methods do nothing): the recorder
+    only needs its frames."""
 
 
 def record(cam: CameraConfig, name: str, folder: Path, windows: list[Window], fps: float,
