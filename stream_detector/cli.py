@@ -249,17 +249,17 @@ def _live_camera(args: argparse.Namespace, command: str,
         if args.config is None:
             raise _ArgumentError(f"{command}: --camera needs --config FILE (the daemon's config)")
         if sources and not (split and not live):
-            raise _ArgumentError(f"{command}: give --source or --camera, not both (but --split "
-                                 f"--camera NAME --source FOOTAGE splits recorded footage)")
+            hint = " (but --split --camera NAME --source FOOTAGE splits footage)"
+            raise _ArgumentError(f"{command}: give --source or --camera, not both"
+                                 f"{hint if command == 'fit' else ''}")
         cfg = daemon.load_config(args.config, environment=False)  # the daemon may hold its port
         if args.camera not in cfg.cameras:
             raise UserError(f"{args.config}: cameras.{args.camera}: no such camera (enabled: "
                             f"{', '.join(cfg.cameras)})")
-        camera: tuple[str, CameraConfig] | None = (args.camera,
-                                                    scored_config(cfg.cameras[args.camera]))
+        camera: tuple[str, CameraConfig] | None = (args.camera, scored_config(cfg.cameras[args.camera]))
     elif not sources:
-        raise _ArgumentError(f"{command}: give --source (files, a folder or a camera URL) or "
-                             f"--camera NAME with --config FILE")
+        what = "files, a folder or a camera URL" if command == "fit" else "a camera URL"
+        raise _ArgumentError(f"{command}: give --source ({what}) or --camera NAME with --config FILE")
     elif live and len(sources) > 1:
         raise _ArgumentError(f"{command}: --source {redact(live[0])}: record one camera at a "
                              f"time, without files beside it")
