@@ -175,9 +175,13 @@ def test_event_reaches_mqtt_stdout_and_the_store(mqtt_daemon: MqttDaemon, broker
     assert image is not None and image.shape == (576, 768, 3)
 
     with subscribed(broker.port, f"{PREFIX}/#") as late:  # joins now: sees what is retained
-        retained = {t: p for t, p, r in late.wait_for(lambda m: len(m) >= 3) if r}
+        kept = {f"{PREFIX}/{t}" for t in ("available", "door/anomaly", "door/tampered",
+                                            "door/snapshot")}  # all four: their order varies
+        retained = {t: p for t, p, r in late.wait_for(
+            lambda m: kept <= {t for t, _, r in m if r}) if r}
     assert retained[f"{PREFIX}/available"] == b"online"
     assert retained[f"{PREFIX}/door/anomaly"] == b"OFF"
+    assert retained[f"{PREFIX}/door/tampered"] == b"OFF"
     assert retained[f"{PREFIX}/door/snapshot"] == snapshots[-1]
 
     assert d.daemon.events_on_stdout() == events  # JSON lines, in the same order
