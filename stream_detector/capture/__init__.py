@@ -22,6 +22,7 @@ from stream_detector.capture.factory import (
     capture_backend,
     main_stream_config,
     probe,
+    probe_frame,
     scored_config,
     source_for,
 )
@@ -35,7 +36,7 @@ from stream_detector.capture.files import (
     open_capture,
     video_info,
 )
-from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state
+from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state, never_dropped
 from stream_detector.capture.loop import (
     Backoff,
     CaptureLoop,
@@ -110,9 +111,11 @@ __all__ = [
     "is_stream_state",
     "iter_frames",
     "main_stream_config",
+    "never_dropped",
     "open_capture",
     "opencv_source",
     "probe",
+    "probe_frame",
     "recording_kind",
     "redact",
     "ring_dir",

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from stream_detector.config.detector import DetectorConfig
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
 from stream_detector.config.references import expand
+from stream_detector.config.scene import ModelChoice
 from stream_detector.credentials import unencoded_userinfo, url_password
 from stream_detector.errors import ConfigError
 
@@ -170,9 +172,21 @@ class CameraConfig:
     clip: bool = True
     pre_capture: float = 5.0
     post_capture: float = 5.0
+    # Several models, each with a rule (picture grey/colour, hours): the first whose rule holds
+    # scores; `model` is then left empty. See config/scene.py.
+    models: tuple[ModelChoice, ...] = ()
+    # Raise one camera_tampered event (and suppress anomaly events) while the picture no longer
+    # matches what it learned live for at least `tamper_after` seconds: covered, turned, blurred.
+    tamper: bool = True
+    tamper_after: float = 4.0
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
+        check(not (self.model and self.models), "models", "set model or models, not both")
+        names = [m.name for m in self.models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        check(not twice, "models", f"model name {twice[0] if twice else ''!r} is used twice")
+        check(1 <= self.tamper_after <= 600, "tamper_after", "must be in 1..600")
         for key in ("source", "detect_source"):  # checked before anything parses the URL
             check(not unencoded_userinfo(getattr(self, key)), key,
                   "the user name or password holds '/', '?', '#' or '@' unencoded (or the URL "
@@ -203,6 +217,11 @@ class CameraConfig:
         check(1 <= self.queue_size <= 1024, "queue_size", "must be in 1..1024")
         for i, poly in enumerate(self.ignore):
             check(len(poly) >= 3, f"ignore[{i}]", "a polygon needs at least 3 points")
+
+    @property
+    def model_choices(self) -> tuple[ModelChoice, ...]:
+        """`models`, or the one `model` (the demo model when empty) named "default"."""
+        return self.models or (ModelChoice("default", self.model or str(DEFAULT_MODEL)),)
 
 
 @dataclass(frozen=True)
@@ -246,6 +265,8 @@ class DaemonConfig:
     api: ApiConfig = ApiConfig()
     # This host in MQTT topics, client id, Home Assistant ids and event payloads; empty: the host name
     node_id: str = ""
+    # How `fit --config FILE --camera NAME` fits this file's cameras; the daemon does not use it.
+    detector: DetectorConfig = DetectorConfig()
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
@@ -283,7 +304,7 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
     string comes from `env` (default: the process environment)."""
     env = os.environ if env is None else env
     allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id",
-               "api"}
+               "api", "detector"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -325,6 +346,8 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
                                env),
         path=where,
         node_id=node_id,
+        detector=from_mapping(DetectorConfig, doc.get("detector", {}), f"{where}: detector",
+                              env),
     )
 
 

@@ -33,6 +33,7 @@ from stream_detector.capture import (
     clip_dir,
     is_stream_state,
     main_stream_config,
+    never_dropped,
     recording_kind,
     ring_dir,
     scored_config,
@@ -40,7 +41,7 @@ from stream_detector.capture import (
 )
 from stream_detector.config import CameraConfig, DaemonConfig
 from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, camera_states, checksum
-from stream_detector.daemon.checks import check_cameras, model_key
+from stream_detector.daemon.checks import camera_models, check_cameras
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.endpoints import health_routes
@@ -49,7 +50,9 @@ from stream_detector.detect import (
     FrameScorer,
     InferenceWorker,
     Item,
+    SceneWatch,
     ScorerFactory,
+    initial_model,
     lane_for,
     scoring_rate,
 )
@@ -67,6 +70,7 @@ from stream_detector.outputs import (
     StdoutSink,
     Writer,
     event_payload,
+    renderer_by_model,
     renderer_for,
     review_routes,
 )
@@ -201,8 +205,8 @@ class Daemon:
         self._models = models
         for name in old:
             if (name not in new.cameras or new.cameras[name] != old[name]
-                    or checksum(self._captures[name].model)
-                    != checksum(self._model_for(new.cameras[name]))):
+                    or checksum(self._captures[name].models)
+                    != checksum(self._models_for(new.cameras[name]).values())):
                 self._stop_camera(name)
         added = [name for name in new.cameras if name not in self._captures]
         self.publisher.sync_states(self.store.last_seq, list(new.cameras),
@@ -239,22 +243,27 @@ class Daemon:
             log.warning("closed %d event(s) left open by the previous run", len(closed))
         return self.store.last_seq
 
-    def _model_for(self, cam: CameraConfig) -> LoadedModel:
-        """The camera's model, as check_cameras loaded it (at start-up or by the last reload)."""
-        return self._models[model_key(cam, self.cfg.device)]
+    def _models_for(self, cam: CameraConfig) -> dict[str, LoadedModel]:
+        """The camera's models by name, as check_cameras loaded them (at start-up or last reload)."""
+        return camera_models(cam, self._models, self.cfg.device)
 
     def _start_camera(self, name: str, cfg: CameraConfig) -> None:
-        model = self._model_for(cfg)
+        models = self._models_for(cfg)
+        model = next(iter(models.values()))  # all prepare frames alike (check_cameras)
         queue: FrameQueue[Item] = FrameQueue(cfg.queue_size, DropPolicy.DROP_OLDEST, self._cond,
-                                             keep=is_stream_state)
-        lane = lane_for(name, cfg, model, queue, self._scorer)
-        threshold = model.threshold(cfg.false_alarms_per_hour)
+                                             keep=never_dropped)
+        active = initial_model(cfg, time.time())
+        lane = lane_for(name, cfg, models, queue, self._scorer, active)
+        # The capture thread hands its frames to the scene watch (models' rules, tamper), if any.
+        receiver = SceneWatch.for_camera(name, cfg, queue, active) or queue
         main = self._start_main_stream(name, cfg) if cfg.snapshot else None
         frames = main.frames if main else None
-        self.writer.camera(name, renderer_for(name, model, threshold, frames)
-                            if cfg.snapshot else None)
+        self.writer.camera(name, renderer_by_model({
+            n: renderer_for(name, m, m.threshold(cfg.false_alarms_per_hour), frames)
+            for n, m in models.items()}) if cfg.snapshot else None)
         self.metrics.camera_added(name)
         self.metrics.model_state(name, True)
+        self.metrics.active_model(name, active, list(models))
         self.worker.add(lane)
         stop = threading.Event()
         receiver = self._start_recorder(name, cfg, queue, scoring_rate(cfg, model))
@@ -267,7 +276,7 @@ class Daemon:
                                prepare=lambda: FramePreparer.for_model(model.metadata))
 
         capture = make_capture()
-        self._captures[name] = CameraRuntime(capture, stop, model, make_capture)
+        self._captures[name] = CameraRuntime(capture, stop, tuple(models.values()), make_capture)
         capture.start()
 
     def _start_main_stream(self, name: str, cfg: CameraConfig) -> MainStream | None:

@@ -1,11 +1,11 @@
-"""A running camera as the daemon keeps it (its capture thread, what stops it, its model, how to
+"""A running camera as the daemon keeps it (its capture thread, what stops it, its models, how to
 make the thread again), what its capture loop reports, as metrics, and its state for the review page.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from stream_detector.capture import CaptureLoop
@@ -17,12 +17,12 @@ from stream_detector.outputs import EventStore, Writer
 class CameraRuntime(NamedTuple):
     capture: CaptureLoop  # the camera's capture thread
     stop: threading.Event  # set: its capture thread ends
-    model: LoadedModel  # the model it was started with: a reload restarts it when the file changed
+    models: tuple[LoadedModel, ...]  # what it was started with: a reload restarts it when one changed
     make: Callable[[], CaptureLoop]  # a new capture thread, when this one died of a bug
 
 
-def checksum(model: LoadedModel) -> str:
-    return str(model.metadata["files"]["model.pt"]["sha256"])
+def checksum(models: Iterable[LoadedModel]) -> tuple[str, ...]:
+    return tuple(str(m.metadata["files"]["model.pt"]["sha256"]) for m in models)
 
 
 class CaptureMetrics:

@@ -8,19 +8,30 @@ the scores into start/update/end events; it does no disk or network I/O.
   frame_scorer.py  FrameScorer: one camera's frames -> FrameScore messages; its lane, its rate
   events.py        EventTracker: scores -> start/update/end with hysteresis
   inference.py     InferenceWorker, the inference thread
+  scene.py         what a frame shows, measured cheaply: layout, light, focus, grey or colour
+  tamper.py        TamperDetector: the scene learned live; covered, turned, blurred, darker
+  watch.py         SceneWatch: the capture thread's look at the picture -> SceneChange messages
 """
 
 from stream_detector.detect.events import EventPolicy, EventTracker, policy_for
 from stream_detector.detect.frame_scorer import (
+    CameraModels,
     FrameScorer,
     ScorerFactory,
     ignore_mask,
     lane_for,
     scoring_rate,
 )
-from stream_detector.detect.inference import InferenceWorker, Item, Lane, Scorer
+from stream_detector.detect.inference import TAMPERED, InferenceWorker, Item, Lane, Scorer
 from stream_detector.detect.motion import FLOW_SCALE, MotionField, to_gray_u8, with_motion
 from stream_detector.detect.preprocess import FramePreparer, Preprocessor
+from stream_detector.detect.scene import (
+    PictureClass,
+    SceneSample,
+    measure,
+    picture_of,
+    similarity,
+)
 from stream_detector.detect.scoring import (
     ScoreBatch,
     WindowScorer,
@@ -30,9 +41,13 @@ from stream_detector.detect.scoring import (
     score_frames,
     score_together,
 )
+from stream_detector.detect.tamper import TamperDetector, Verdict
+from stream_detector.detect.watch import SceneWatch, initial_model
 
 __all__ = [
     "FLOW_SCALE",
+    "TAMPERED",
+    "CameraModels",
     "EventPolicy",
     "EventTracker",
     "FramePreparer",
@@ -41,20 +56,29 @@ __all__ = [
     "Item",
     "Lane",
     "MotionField",
+    "PictureClass",
     "Preprocessor",
+    "SceneSample",
+    "SceneWatch",
     "ScoreBatch",
     "Scorer",
     "ScorerFactory",
+    "TamperDetector",
+    "Verdict",
     "WindowScorer",
     "ema",
     "firing_cells",
     "frame_scores",
     "ignore_mask",
+    "initial_model",
     "lane_for",
+    "measure",
+    "picture_of",
     "policy_for",
     "score_frames",
     "score_together",
     "scoring_rate",
+    "similarity",
     "to_gray_u8",
     "with_motion",
 ]

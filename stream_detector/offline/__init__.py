@@ -2,6 +2,9 @@
 footage, scoring a file, evaluating on labelled video, and measuring speed.
 
   fit.py         self-supervised fitting, the per-cell baseline, the alarm calibration (`fit`)
+  record.py      normal footage recorded from a live camera, spread over a span (`record`)
+  split.py       recorded footage split by a camera's model rules (`fit --split`)
+  field.py       fit from a live camera: record, then fit; one model per rule (`fit --camera`)
   replay.py      video scored and alarms replayed as the daemon would (`score`, `eval`)
   evaluation.py  AUC, ROC, false alarms per hour, episodes alarmed and their delays
   plots.py       the `eval` report's pictures
@@ -19,6 +22,7 @@ from stream_detector.offline.evaluation import (
     load_labelled,
     roc_auc,
 )
+from stream_detector.offline.field import fit_from_camera, fit_models, split_models
 from stream_detector.offline.fit import (
     Clip,
     FitReport,
@@ -31,6 +35,13 @@ from stream_detector.offline.fit import (
     fit_tail,
     load_footage,
     train_network,
+)
+from stream_detector.offline.record import (
+    Recording,
+    Window,
+    plan_windows,
+    record,
+    recording_rate,
 )
 from stream_detector.offline.replay import (
     EvalReport,
@@ -48,7 +59,9 @@ __all__ = [
     "EvalReport",
     "FitReport",
     "LabelledClip",
+    "Recording",
     "TuneReport",
+    "Window",
     "assemble_detector",
     "bench",
     "build_network",
@@ -60,14 +73,20 @@ __all__ = [
     "evaluate",
     "false_alarm_clips",
     "fit",
+    "fit_from_camera",
+    "fit_models",
     "fit_tail",
     "literature_scores",
     "load_footage",
     "load_labelled",
     "measure_stages",
+    "plan_windows",
+    "record",
+    "recording_rate",
     "replay_alarms",
     "roc_auc",
     "score_file",
+    "split_models",
     "train_network",
     "tune",
     "widened",

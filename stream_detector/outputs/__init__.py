@@ -20,7 +20,7 @@ from stream_detector.outputs.event_index import VERDICTS
 from stream_detector.outputs.mqtt import MqttSink
 from stream_detector.outputs.publisher import Publisher, Sink, Sinks
 from stream_detector.outputs.review import Reviews, VerdictError
-from stream_detector.outputs.snapshots import renderer_for, scale_box
+from stream_detector.outputs.snapshots import renderer_by_model, renderer_for, scale_box
 from stream_detector.outputs.stdout import StdoutSink
 from stream_detector.outputs.store import (
     FILE_NAME,
@@ -50,6 +50,7 @@ __all__ = [
     "Writer",
     "access_guard",
     "event_payload",
+    "renderer_by_model",
     "renderer_for",
     "review_routes",
     "scale_box",

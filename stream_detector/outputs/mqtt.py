@@ -24,7 +24,7 @@ from stream_detector.errors import ConfigError
 log = logging.getLogger("stream_detector.sinks.mqtt")  # its name before outputs/: tests use it
 
 ONLINE, OFFLINE = "online", "offline"
-RETAINED = ("anomaly", "snapshot", "last_event")  # a camera's retained topics, cleared on removal
+RETAINED = ("anomaly", "tampered", "snapshot", "last_event")  # a camera's retained topics, cleared when it goes
 
 
 class MqttSink:
@@ -62,6 +62,7 @@ class MqttSink:
         self._last_event: dict[str, dict[str, Any]] = {}  # camera -> its last event's attributes
         self._lock = threading.Lock()
         self._states: dict[str, bool] = {}  # re-published on connect: the broker may have lost them
+        self._tampered: dict[str, bool] = {}  # likewise
         self._clear: set[str] = set()  # retained topics of removed cameras, still to be cleared
         self._last_score: dict[str, float] = {}
         self._down_logged = False
@@ -153,6 +154,15 @@ class MqttSink:
         if self.connected:
             self._publish_state(camera, on)
 
+    def tamper_state(self, camera: str, on: bool) -> None:
+        """Retained, like anomaly_state: only for a configured camera."""
+        with self._lock:
+            if camera not in self.cameras:
+                return
+            self._tampered[camera] = on
+        if self.connected:
+            self._publish_state(camera, on, "tampered")
+
     def score(self, camera: str, value: float) -> None:
         """At most one score per camera per `score_interval` seconds; the rest are dropped."""
         now = self._clock()
@@ -167,7 +177,7 @@ class MqttSink:
     def cameras_changed(self, cameras: Sequence[str]) -> None:
         """Cameras added by a reload get their discovery configs now, not at the next reconnect;
         removed ones have theirs cleared (an empty retained config deletes the entity), and their
-        retained anomaly state and snapshot too, so no subscriber is told of a camera that is
+        retained anomaly and tampered states and snapshot too, so no subscriber is told of a camera that is
         gone. Clears the broker misses (disconnected) are sent at the next connect."""
         with self._lock:
             old_configs, old_cameras = set(self._discovery_configs()), set(self.cameras)
@@ -175,15 +185,14 @@ class MqttSink:
             removed = sorted(old_cameras - set(cameras))
             for camera in removed:
                 self._states.pop(camera, None)
+                self._tampered.pop(camera, None)
                 self._last_score.pop(camera, None)
                 self._last_event.pop(camera, None)
             configs = self._discovery_configs()
             self._clear |= old_configs - set(configs)
-            self._clear |= {f"{self._prefix}/{c}/{what}" for c in removed
-                            for what in RETAINED}
+            self._clear |= {f"{self._prefix}/{c}/{what}" for c in removed for what in RETAINED}
             self._clear -= set(configs)  # a camera removed, then added back before the clear
-            self._clear -= {f"{self._prefix}/{c}/{what}" for c in cameras
-                            for what in RETAINED}
+            self._clear -= {f"{self._prefix}/{c}/{what}" for c in cameras for what in RETAINED}
         if self.connected:
             self._send_clears(self._client)
             if self.config.homeassistant_prefix:
@@ -224,8 +233,11 @@ class MqttSink:
                 client.publish(topic, json.dumps(config), qos=1, retain=True)
         with self._lock:
             states = dict(self._states)
+            tampered = dict(self._tampered)
         for camera, on in states.items():
             self._publish_state(camera, on)
+        for camera, on in tampered.items():
+            self._publish_state(camera, on, "tampered")
         self.connected = True
         self._down_logged = False
         log.info("connected to MQTT broker %s:%d", self.config.host, self.config.port)
@@ -267,9 +279,10 @@ class MqttSink:
     # --- helpers ----------------------------------------------------------------------------------
 
     def discovery_configs(self) -> dict[str, dict[str, Any]]:
-        """Home Assistant MQTT discovery per camera, on a device per host: a binary_sensor
-        (anomaly), a score sensor and an image (the last snapshot); the first and last carry the
-        last event's attributes. A prefix set by the user keeps the ids it had before node ids."""
+        """Home Assistant MQTT discovery per camera, on a device per host: binary_sensors for the
+        anomaly and for the picture being tampered with (a "problem"), the score sensor and an image
+        (the last snapshot); the anomaly sensor and the image carry the last event's attributes. A
+        prefix set by the user keeps the ids it had before node ids."""
         with self._lock:
             return self._discovery_configs()
 
@@ -298,13 +311,17 @@ class MqttSink:
                 "name": f"{cam} snapshot", "unique_id": f"{node}_{cam}_snapshot",
                 "image_topic": f"{p}/{cam}/snapshot", "content_type": "image/jpeg",
                 **attributes, **common}
+            out[f"{ha}/binary_sensor/{node}/{cam}_tampered/config"] = {
+                "name": f"{cam} tampered", "unique_id": f"{node}_{cam}_tampered",
+                "state_topic": f"{p}/{cam}/tampered", "payload_on": "ON", "payload_off": "OFF",
+                "device_class": "problem", **common}
             out[f"{ha}/sensor/{node}/{cam}_score/config"] = {
                 "name": f"{cam} anomaly score", "unique_id": f"{node}_{cam}_score",
                 "state_topic": f"{p}/{cam}/score", "state_class": "measurement", **common}
         return out
 
-    def _publish_state(self, camera: str, on: bool) -> None:
-        self._check(self._client.publish(f"{self._prefix}/{camera}/anomaly", "ON" if on else "OFF",
+    def _publish_state(self, camera: str, on: bool, topic: str = "anomaly") -> None:
+        self._check(self._client.publish(f"{self._prefix}/{camera}/{topic}", "ON" if on else "OFF",
                                          qos=self.config.qos, retain=True))
 
     def _wait_ack(self, info: mqtt.MQTTMessageInfo, timeout: float) -> bool:

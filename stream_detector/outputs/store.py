@@ -79,6 +79,9 @@ def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | N
         "has_clip": clip is not None,
         "clip": clip,
         "clip_start": clip_start if clip is not None else None,
+        "kind": event.kind,
+        "model": event.model,
+        "detail": event.detail,
     }
     if before is not None and "host" not in before:  # stored by a release without node ids
         before = {"id": before.get("id"), "host": host, **before}

@@ -117,10 +117,13 @@ class Writer(threading.Thread):
             b = last.get("box")
             event = Event(last["id"], last["camera"], "end", last["start_time"], last["stream_start"],
                           now, last.get("stream_end") or last["stream_start"], last["peak_score"], 0,
-                          Box(*b) if b else None, last["score"], reason="restart")
+                          Box(*b) if b else None, last["score"], reason="restart",
+                          kind=last.get("kind", "anomaly"), model=last.get("model"),
+                          detail=last.get("detail"))
             payload = self.payload(event, last, last.get("snapshot"))
             self.stored(self.store.append(event, payload), event.camera, time.monotonic())
-            self.metrics.event(event.camera, "end")
+            if event.kind == "anomaly":  # camera_tampered has its own gauge (set by the worker)
+                self.metrics.event(event.camera, "end")
             closed.append(event.camera)
             log.warning("camera %s: event %s was left open by the previous run; ended it",
                         event.camera, event.id)
@@ -207,7 +210,8 @@ class Writer(threading.Thread):
         else:
             self._before[ev.id] = payload["after"]
         seq = self.store.append(ev, payload, timeline)
-        self.metrics.event(ev.camera, ev.type)
+        if ev.kind == "anomaly":
+            self.metrics.event(ev.camera, ev.type)
         self.stored(seq, ev.camera, out.captured)
 
     def _timeline(self, ev: Event, clip: ClipResult | None) -> list[list[float]]:

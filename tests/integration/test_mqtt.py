@@ -82,7 +82,7 @@ def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -
             first = sub.wait_for(lambda m: len(m) >= 1)[0]
             assert first == (f"{PREFIX}/available", b"online", True)
         with subscribed(broker.port, "homeassistant/#") as ha:
-            msgs = ha.wait_for(lambda m: len(m) >= 6)
+            msgs = ha.wait_for(lambda m: len(m) >= 8)
         with subscribed(broker.port, f"{PREFIX}/available") as sub:
             sink.stop()  # says offline itself: a clean disconnect suppresses the Will
             sub.wait_for(lambda m: any(p == b"offline" for _, p, _ in m))
@@ -90,14 +90,18 @@ def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -
     configs = {t: json.loads(p) for t, p, retained in msgs if retained}
     assert set(configs) == {f"homeassistant/{kind}/{PREFIX}/{cam}_{what}/config"
                             for cam in ("door", "yard")
-                            for kind, what in (("binary_sensor", "anomaly"), ("sensor", "score"),
+                            for kind, what in (("binary_sensor", "anomaly"),
+                                               ("binary_sensor", "tampered"), ("sensor", "score"),
                                                ("image", "snapshot"))}
     door = configs[f"homeassistant/binary_sensor/{PREFIX}/door_anomaly/config"]
     assert door["state_topic"] == f"{PREFIX}/door/anomaly"
     keys = ("payload_on", "payload_off", "device_class")
     assert [door[k] for k in keys] == ["ON", "OFF", "motion"]
     assert door["availability_topic"] == f"{PREFIX}/available"
-    assert len({c["unique_id"] for c in configs.values()}) == 6
+    tampered = configs[f"homeassistant/binary_sensor/{PREFIX}/door_tampered/config"]
+    assert tampered["state_topic"] == f"{PREFIX}/door/tampered"
+    assert [tampered[k] for k in keys] == ["ON", "OFF", "problem"]  # Home Assistant's problem sensor
+    assert len({c["unique_id"] for c in configs.values()}) == 8
     image = configs[f"homeassistant/image/{PREFIX}/door_snapshot/config"]
     assert image["image_topic"] == f"{PREFIX}/door/snapshot"
     assert image["json_attributes_topic"] == door["json_attributes_topic"] == f"{PREFIX}/door/last_event"

@@ -26,6 +26,7 @@ import pytest
 from conftest import VTEST, build_detector, export_tiny, tiny_config
 
 from stream_detector import cli
+from stream_detector.config import DEFAULT_MODEL
 from stream_detector.model.manifest import sign
 
 BASE = {  # added to every config that does not set the table itself: nothing escapes TMP
@@ -37,6 +38,7 @@ CAMERA = '[cameras.door]\nsource = "CLIP"\n'
 API_OFF = "[api]\nenabled = false\n"  # a metrics host off the loopback would need a token'
 MODEL_CAMERA = '[cameras.door]\nsource = "CLIP"\nmodel = "TMP/model"\n'
 META = "TMP/model/metadata.json"
+MODELS = '[[cameras.door.models]]\nname = "{name}"\nmodel = "{model}"\n{rule}'
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,33 @@ CASES = [
         config=CAMERA + 'hwaccel = "cuda"\n'),
     Bad("hwaccel this ffmpeg does not know", r"cameras\.door\.hwaccel: 'nosuch' is not a method this ffmpeg knows",
         config=CAMERA + 'capture = "ffmpeg"\nhwaccel = "nosuch"\n'),
+    # --- a camera's models and their rules, tamper ---
+    Bad("models and model both", r"cameras\.door\.models: set model or models, not both",
+        config=MODEL_CAMERA + MODELS.format(name="night", model="TMP/model", rule="")),
+    Bad("model name with a space", r"cameras\.door\.models\[0\]\.name: model names use letters",
+        config=CAMERA + MODELS.format(name="night vision", model="TMP/model", rule="")),
+    Bad("two models of one name", r"cameras\.door\.models: model name 'night' is used twice",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule="") * 2),
+    Bad("model picture unknown", r"cameras\.door\.models\[0\]\.picture: must be grey, colour or empty",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='picture = "dark"\n')),
+    Bad("model hours not HH:MM-HH:MM", r"cameras\.door\.models\[0\]\.hours: '7pm-7am': expected HH:MM",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='hours = "7pm-7am"\n')),
+    Bad("model hours of no length", r"cameras\.door\.models\[0\]\.hours: .*start and end are the same",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='hours = "07:00-07:00"\n')),
+    Bad("models entry without a model", r"cameras\.door\.models\[0\]\.model: required key missing",
+        config=CAMERA + '[[cameras.door.models]]\nname = "night"\n'),
+    Bad("models entry's directory missing", r"cameras\.door\.models\[1\]\.model: TMP/no-model: model directory not found",
+        config=CAMERA + MODELS.format(name="day", model="TMP/model", rule="")
+        + MODELS.format(name="night", model="TMP/no-model", rule="")),
+    Bad("models that prepare frames differently", r"cameras\.door\.models\[1\]\.model: TMP/vtest has working_size",
+        config=CAMERA + MODELS.format(name="day", model="TMP/model", rule="")
+        + MODELS.format(name="night", model="TMP/vtest", rule='picture = "grey"\n'),
+        prepare=lambda tmp: shutil.copytree(DEFAULT_MODEL, tmp / "vtest")),
+    Bad("tamper_after = 0", r"cameras\.door\.tamper_after: must be in 1\.\.600",
+        config=CAMERA + "tamper_after = 0\n"),
+    Bad("tamper not a bool", r"cameras\.door\.tamper: expected bool", config=CAMERA + 'tamper = "off"\n'),
+    Bad("detector table out of range", r"detector\.window: must be in 3\.\.32",
+        config=CAMERA + "[detector]\nwindow = 1\n"),
     # --- storage ---
     Bad("storage is a file", r"storage\.path: .* is not a directory",
         config=CAMERA + '[storage]\npath = "TMP/afile"\n', prepare=write("afile", "x")),
@@ -418,6 +447,68 @@ CASES = [
         argv=("eval", "--data", "TMP", "--report", "TMP/r", "--false-alarms-per-hour", "nan"), names=""),
     Bad("fit --epochs -1", r"argument --epochs: -1 is not in", argv=("fit", "--source", "CLIP", "--out",
         "TMP/m", "--epochs", "-1"), names=""),
+    # --- fit from a live camera, record ---
+    Bad("fit without a source", r"fit: give --source", argv=("fit", "--out", "TMP/m"), names=""),
+    Bad("fit a camera without --duration", r"fit: a live camera needs --duration",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--out", "TMP/m"), names=""),
+    Bad("fit --duration for files", r"fit: --duration is for recording a live camera",
+        argv=("fit", "--source", "CLIP", "--duration", "20m", "--out", "TMP/m"), names=""),
+    Bad("fit --duration 20x", r"argument --duration: '20x' is not a duration like 90s",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20x",
+              "--out", "TMP/m"), names=""),
+    Bad("fit --duration 40d", r"argument --duration: 40d is not between 1s and 30d",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "40d",
+              "--out", "TMP/m"), names=""),
+    Bad("fit --every without --take", r"--every and --take go together",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
+              "1h", "--out", "TMP/m"), names=""),
+    Bad("fit --take longer than --every", r"need take <= every <= duration",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
+              "1h", "--take", "2h", "--out", "TMP/m"), names=""),
+    Bad("fit --duration 3s", r"3s of footage is too little to fit a model",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "3s",
+              "--out", "TMP/m"), names=""),
+    Bad("fit a camera and files at once", r"fit: --source rtsp://127\.0\.0\.1:\d+/stream: record one camera at a time",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--source", "CLIP",
+              "--duration", "20", "--out", "TMP/m"), names=""),
+    Bad("fit from an unreachable camera", r"rtsp://127\.0\.0\.1:\d+/stream: cannot open .*Connection refused",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--out", "TMP/m"), names=""),
+    Bad("fit --keep-footage a file", r"fit: --keep-footage: TMP/afile is a file",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--keep-footage", "TMP/afile", "--out", "TMP/m"), names="", prepare=write("afile", "x")),
+    Bad("fit --camera without --config", r"fit: --camera needs --config FILE",
+        argv=("fit", "--camera", "door", "--duration", "20", "--out", "TMP/m"), names=""),
+    Bad("fit --camera not in the config", r"cameras\.yard: no such camera \(enabled: door\)",
+        argv=("fit", "--config", "CFG", "--camera", "yard", "--duration", "20", "--out", "TMP/m"),
+        config=CAMERA),
+    Bad("fit --split without --camera", r"fit: --split needs --camera NAME and --config FILE",
+        argv=("fit", "--source", "CLIP", "--split", "--out", "TMP/m"), names=""),
+    Bad("fit --split a camera of one model", r"cameras\.door\.models: --split needs a camera with two or more",
+        argv=("fit", "--config", "CFG", "--camera", "door", "--split", "--duration", "20",
+              "--out", "TMP/m"), config=CAMERA),
+    Bad("fit --split footage that no rule of a model selects",
+        r"cameras\.door\.models\[0\] \(night\): no footage matches its rule \(picture grey\)",
+        argv=("fit", "--config", "CFG", "--camera", "door", "--split", "--source", "CLIP",
+              "--out", "TMP/m"),
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='picture = "grey"\n')
+        + MODELS.format(name="day", model="TMP/model", rule="")),
+    Bad("record a file", r"record: --source must be a camera URL or USB device",
+        argv=("record", "--source", "CLIP", "--duration", "20", "--out", "TMP/f"), names=""),
+    Bad("record --out a file", r"record: --out: TMP/afile is a file",
+        argv=("record", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--out", "TMP/afile"), names="", prepare=write("afile", "x")),
+    Bad("record without a source", r"record: give --source \(a camera URL\) or --camera NAME",
+        argv=("record", "--duration", "20", "--out", "TMP/f"), names=""),
+    Bad("record --source and --camera both", r"record: give --source or --camera, not both$",
+        argv=("record", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--config", "CFG", "--camera",
+              "door", "--duration", "20", "--out", "TMP/f"), config=CAMERA, names=""),
+    Bad("record --fps 0", r"record: argument --fps: 0 is not a finite number > 0",
+        argv=("record", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--fps", "0", "--out", "TMP/f"), names=""),
+    Bad("fit --every 0", r"fit: argument --every: 0 is not between 1s and 30d",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
+              "0", "--take", "1", "--out", "TMP/m"), names=""),
     Bad("score --device tpu", r"argument --device: invalid choice: 'tpu'",
         argv=("score", "--source", "CLIP", "--out", "TMP/s.csv", "--device", "tpu"), names=""),
     Bad("score with an edited model", rf"{META}: calibration: beta: must be a finite number",

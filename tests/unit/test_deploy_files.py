@@ -52,6 +52,8 @@ def test_example_config_documents_every_key_with_a_valid_value() -> None:
                        ("api", ApiConfig)]:
         assert set(doc[table]) == field_names(cls), table
     assert "device" in doc and "node_id" in doc
+    assert cfg.cameras["front_door"].models[0].picture == "grey"
+    assert cfg.detector.epochs == doc["detector"]["epochs"]  # [detector] for fit --camera
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:

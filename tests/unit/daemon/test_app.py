@@ -312,7 +312,7 @@ def test_a_reload_switches_a_camera_to_a_tuned_model_ending_its_open_event(
         wait(lambda: any(t == "start" for _, t in rows()))
         first = rows()[0][0]
         daemon.reload(config(tuned))
-        assert daemon._captures["door"].model.path == tuned
+        assert [m.path for m in daemon._captures["door"].models] == [tuned]
         wait(lambda: len({i for i, _ in rows()}) >= 2)
     finally:
         daemon.stop()
