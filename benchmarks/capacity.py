@@ -272,6 +272,10 @@ class Run:
     children: int = 0
     children_cpu_percent: float = 0.0
     children_pss_mb: float = 0.0
+    # Of those, the recorders for event clips (ffmpeg writing segments), and their ring on disk.
+    recorders: int = 0
+    recorders_cpu_percent: float = 0.0
+    recordings_mb: float = 0.0
 
 
 def total(samples: dict[str, list[tuple[dict[str, str], float]]], name: str) -> float:
@@ -310,7 +314,20 @@ def scored_rate(args: argparse.Namespace, fps: float) -> float:
     return min(fps, limit) if limit else fps
 
 
-def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float) -> Run:
+def _is_recorder(pid: int) -> bool:
+    try:
+        return b"segment" in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+
+
+def _folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6 \
+        if folder.is_dir() else 0.0
+
+
+def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float,
+            storage: Path | None = None) -> Run:
     time.sleep(args.warmup)
     daemon.check_running("during the warm-up")
     k0 = daemon.children_cpu_seconds()
@@ -324,6 +341,8 @@ def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float) 
     rss, children_pss = daemon.rss_mb(), daemon.children_pss_mb()
     # A child started in the window counts from its start; one that exited in it is not counted.
     children_cpu = sum(c - k0.get(pid, 0.0) for pid, c in k1.items())
+    recorders = [pid for pid in k1 if _is_recorder(pid)]
+    recorders_cpu = sum(k1[pid] - k0.get(pid, 0.0) for pid in recorders)
     elapsed = t1 - t0
     buckets = latency_buckets(m0, m1)
     paced = scored_rate(args, fps)
@@ -340,7 +359,9 @@ def measure(daemon: Daemon, cameras: int, args: argparse.Namespace, fps: float) 
         cpu_percent=round((c1 - c0) / elapsed * 100, 1),
         cpu_of_percent=100.0 * (os.cpu_count() or 1), rss_mb=round(rss, 1),
         children=len(k1), children_cpu_percent=round(children_cpu / elapsed * 100, 1),
-        children_pss_mb=round(children_pss, 1))
+        children_pss_mb=round(children_pss, 1), recorders=len(recorders),
+        recorders_cpu_percent=round(recorders_cpu / elapsed * 100, 2),
+        recordings_mb=round(_folder_mb(storage / "recordings") if storage else 0.0, 1))
 
 
 def run_daemon(cameras: int, video: Path, workdir: Path, args: argparse.Namespace,
@@ -353,7 +374,7 @@ def run_daemon(cameras: int, video: Path, workdir: Path, args: argparse.Namespac
     daemon = Daemon(config, folder / "daemon.log", env)
     try:
         daemon.wait_metrics(args.start_timeout)
-        run = measure(daemon, cameras, args, fps)
+        run = measure(daemon, cameras, args, fps, folder / "var")
         daemon.stop(args.stop_timeout)
         return run
     finally:
@@ -410,8 +431,11 @@ def children_text(r: Run, sep: str) -> str:
     """The ffmpeg children's share, when the daemon has any."""
     if not r.children:
         return ""
+    recorders = (f", of which {r.recorders} recording for clips: CPU "
+                 f"{r.recorders_cpu_percent:.1f} %, {r.recordings_mb:.1f} MB on disk"
+                 if r.recorders else "")
     return (f"{sep}{r.children} child processes: CPU {r.children_cpu_percent:.0f} %, "
-            f"PSS {r.children_pss_mb:.0f} MB")
+            f"PSS {r.children_pss_mb:.0f} MB{recorders}")
 
 
 def table(runs: list[Run], fps: float, scored: float) -> str:

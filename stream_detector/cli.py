@@ -1,4 +1,4 @@
-"""Command line: fit, score, eval, bench, run, check-config, events, sign.
+"""Command line: fit, record, score, eval, bench, run, check-config, events, sign, tune.
 
 Exit codes: 0 ok, 2 bad input (one line on stderr, arguments included), 130 interrupted.
 """
@@ -10,20 +10,29 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import math
 import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import stream_detector.daemon as daemon  # torch-free until the app is used: config errors are fast
 from stream_detector import __version__
-from stream_detector.config import CAMERA_NAME_CHARS, DEFAULT_MODEL, load_detector_config
+from stream_detector.capture import redact, scored_config, source_kind
+from stream_detector.config import (
+    CAMERA_NAME_CHARS,
+    DEFAULT_MODEL,
+    CameraConfig,
+    load_detector_config,
+)
+from stream_detector.arguments import UNITS, count, duration, positive
 from stream_detector.errors import SourceError, UserError
 from stream_detector.outputs import stored_events
+
+if TYPE_CHECKING:
+    from stream_detector.offline import Window
 
 # Handlers import offline/ and model/ when they run: both import torch (seconds to load), which a
 # bad argument or config must not wait for.
@@ -63,13 +72,30 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"stream-detector {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
-    f = sub.add_parser("fit", help="learn a scene's normal behaviour from unlabelled normal footage")
-    f.add_argument("--source", action="append", required=True, help="video file or folder (repeatable)")
-    f.add_argument("--out", required=True, type=Path, help="model directory to write")
-    f.add_argument("--config", type=Path, help="TOML file with a [detector] table")
+    f = sub.add_parser("fit", help="learn a scene's normal behaviour from normal footage: files, or "
+                       "a live camera recorded first")
+    f.add_argument("--source", action="append", help="video file or folder (repeatable), or one "
+                   "camera URL or USB device (recorded for --duration)")
+    f.add_argument("--camera", help="a camera of --config (its scored stream, capture, credentials),"
+                   " recorded for --duration; with --split --source FOOTAGE: whose rules split it")
+    f.add_argument("--out", required=True, type=Path, help="model directory (--split: a folder)")
+    f.add_argument("--config", type=Path, help="TOML file with a [detector] table (with --camera: "
+                   "the daemon's config)")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    f.add_argument("--epochs", type=_count(0), help="training epochs (default from config)")
+    f.add_argument("--epochs", type=count(0), help="training epochs (default from config)")
+    _recording_arguments(f)
+    f.add_argument("--keep-footage", type=Path, help="keep the recorded footage in this folder")
+    f.add_argument("--split", action="store_true", help="one model per entry of the camera's "
+                   "`models`, each fitted on the footage its rule (picture, hours) selects")
     f.set_defaults(handler=_fit)
+
+    rec = sub.add_parser("record", help="record a live camera's normal footage for fit, over a span")
+    rec.add_argument("--source", help="camera URL or USB device")
+    rec.add_argument("--camera", help="a camera of --config (its scored stream and credentials)")
+    rec.add_argument("--config", type=Path, help="the daemon's config, with --camera")
+    rec.add_argument("--out", required=True, type=Path, help="folder for the footage files")
+    _recording_arguments(rec)
+    rec.set_defaults(handler=_record)
 
     s = sub.add_parser("score", help="score every frame of a video (causal) into a CSV")
     s.add_argument("--model", type=Path, default=DEFAULT_MODEL)
@@ -83,16 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     e.add_argument("--data", required=True, type=Path, help="folder with test/*.mp4 and labels.json")
     e.add_argument("--report", required=True, type=Path, help="folder for summary.json and plots")
-    e.add_argument("--false-alarms-per-hour", type=_positive, default=1.0)
+    e.add_argument("--false-alarms-per-hour", type=positive, default=1.0)
     e.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     e.set_defaults(handler=_eval)
 
     b = sub.add_parser("bench", help="frames/s of decode, model and full pipeline on one video")
     b.add_argument("--model", type=Path, default=DEFAULT_MODEL)
     b.add_argument("--source", type=Path, help="video file (default: OpenCV's vtest.avi)")
-    b.add_argument("--frames", type=_count(1), default=400)
-    b.add_argument("--batch", type=_count(1), default=8, help="windows per model call (8 fits CPU caches best)")
-    b.add_argument("--threads", type=_count(0), default=0,
+    b.add_argument("--frames", type=count(1), default=400)
+    b.add_argument("--batch", type=count(1), default=8, help="windows per model call (8 fits CPU caches best)")
+    b.add_argument("--threads", type=count(0), default=0,
                    help="torch CPU threads (0 = the daemon's auto: half the cores)")
     b.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     b.set_defaults(handler=_bench)
@@ -105,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", type=Path)
     c.add_argument("--probe", action="store_true",
                    help="also open each camera once and read a frame (network cameras included)")
-    c.add_argument("--timeout", type=_positive, default=20.0,
+    c.add_argument("--timeout", type=positive, default=20.0,
                    help="seconds each probe may take to deliver a frame")
     c.set_defaults(handler=_check_config)
 
@@ -113,8 +139,19 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--config", type=Path, help="config whose storage to read (default: embedded default)")
     v.add_argument("--camera")
     v.add_argument("--since", help="epoch seconds, ISO time (2026-11-25T10:00) or an age: 30m, 2h, 1d")
-    v.add_argument("--limit", type=_count(1), default=1000)
+    v.add_argument("--limit", type=count(1), default=1000)
     v.set_defaults(handler=_events)
+
+    t = sub.add_parser("tune", help="a new model that treats the clips of events marked false_alarm "
+                                    "as normal (the old one stays for rollback)")
+    t.add_argument("--model", type=Path, required=True, help="model directory to start from")
+    t.add_argument("--store", type=Path, required=True,
+                   help="the daemon's storage.path (or its events.sqlite)")
+    t.add_argument("--out", type=Path, required=True, help="new model directory to write")
+    t.add_argument("--camera", action="append", default=[],
+                   help="only this camera's false alarms (repeatable; default: all)")
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    t.set_defaults(handler=_tune)
 
     g = sub.add_parser("sign", help="re-seal a model directory after a deliberate edit (model card)")
     g.add_argument("model", type=Path)
@@ -122,38 +159,101 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _count(lowest: int) -> Callable[[str], int]:
-    """An argparse type: an integer >= `lowest` (argparse names the option in its one line)."""
-    def parse(text: str) -> int:
-        value = int(text)  # ValueError: argparse says "invalid ... value"
-        if not lowest <= value <= 10**9:
-            raise argparse.ArgumentTypeError(f"{value} is not in {lowest}..{10**9}")
-        return value
-    parse.__name__ = "integer"
-    return parse
-
-
-def _positive(text: str) -> float:
-    """An argparse type: a finite number > 0."""
-    value = float(text)  # ValueError: argparse says "invalid number value"
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"{text} is not a finite number > 0")
-    return value
-
-
-_positive.__name__ = "number"
+def _recording_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--duration", type=duration, help="span to record over, footage spread over all "
+                   "of it: 90s, 20m, 2h, 1d")
+    p.add_argument("--every", type=duration, help="record --take at the start of every this long")
+    p.add_argument("--take", type=duration, help="seconds recorded each --every")
+    p.add_argument("--fps", type=positive, help="frames per second kept (default: the camera's "
+                   "fps_limit, else 10): the rate the model is fitted at and the daemon scores at")
 
 
 def _fit(args: argparse.Namespace) -> int:
     from stream_detector.model import pick_device
-    from stream_detector.offline import fit
+    from stream_detector.offline import fit_from_camera, fit_models, split_models
 
+    camera = _live_camera(args, "fit", split=args.split)
+    where = f"{args.config}: cameras.{args.camera}"
+    split = split_models(camera[1], where) if args.split and camera else ()
+    if args.keep_footage is not None and args.keep_footage.is_file():
+        raise _ArgumentError(f"fit: --keep-footage: {args.keep_footage} is a file")
     cfg = load_detector_config(args.config, {"epochs": args.epochs})
-    report = fit(args.source, args.out, cfg, pick_device(args.device))
-    print(f"wrote {report.out_dir} ({report.frames} frames, {report.seconds:.0f}s, "
-          f"final loss {report.final_loss:.5f}, threshold at 1 false alarm/h: "
-          f"{report.threshold_1_per_hour:.2f})")
+    device = pick_device(args.device)
+    if camera is None or (args.camera is not None and args.source):  # files, or footage to split
+        results = fit_models(args.source, args.out, cfg, device, split, where)
+    else:
+        fps, windows = _plan(args, camera[1], cfg.max_train_frames)
+        recording, results = fit_from_camera(camera[1], camera[0], windows, fps, args.out, cfg,
+                                             device, args.keep_footage, split, where)
+        print(recording.summary(args.keep_footage))
+    for model, report in results:
+        print(f"wrote {report.out_dir}{f' (model {model})' if model else ''} ({report.frames} "
+              f"frames, {report.seconds:.0f}s, final loss {report.final_loss:.5f}, threshold at 1 "
+              f"false alarm/h: {report.threshold_1_per_hour:.2f})")
     return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from stream_detector.offline import record
+
+    if args.source is not None and source_kind(args.source) == "file":
+        raise _ArgumentError("record: --source must be a camera URL or USB device, not a file")
+    camera = _live_camera(args, "record")
+    assert camera is not None  # a live --source or --camera, or _live_camera said why not
+    if args.out.is_file():
+        raise _ArgumentError(f"record: --out: {args.out} is a file")
+    fps, windows = _plan(args, camera[1], None)
+    print(record(camera[1], camera[0], args.out, windows, fps).summary(args.out))
+    return 0
+
+
+def _live_camera(args: argparse.Namespace, command: str,
+                 split: bool = False) -> tuple[str, CameraConfig] | None:
+    """The camera to record (name, its scored stream as CameraConfig), or None for files; the
+    arguments checked together first, each misuse one line."""
+    sources = [args.source] if isinstance(args.source, str) else (args.source or [])
+    live = [s for s in sources if source_kind(s) != "file"]
+    if split and args.camera is None:
+        raise _ArgumentError("fit: --split needs --camera NAME and --config FILE: the camera's "
+                             "models and their rules split the footage")
+    if args.camera is not None:
+        if args.config is None:
+            raise _ArgumentError(f"{command}: --camera needs --config FILE (the daemon's config)")
+        if sources and not (split and not live):
+            hint = " (but --split --camera NAME --source FOOTAGE splits footage)"
+            raise _ArgumentError(f"{command}: give --source or --camera, not both"
+                                 f"{hint if command == 'fit' else ''}")
+        cfg = daemon.load_config(args.config, environment=False)  # the daemon may hold its port
+        if args.camera not in cfg.cameras:
+            raise UserError(f"{args.config}: cameras.{args.camera}: no such camera (enabled: "
+                            f"{', '.join(cfg.cameras)})")
+        camera: tuple[str, CameraConfig] | None = (args.camera, scored_config(cfg.cameras[args.camera]))
+    elif not sources:
+        what = "files, a folder or a camera URL" if command == "fit" else "a camera URL"
+        raise _ArgumentError(f"{command}: give --source ({what}) or --camera NAME with --config FILE")
+    elif live and len(sources) > 1:
+        raise _ArgumentError(f"{command}: --source {redact(live[0])}: record one camera at a "
+                             f"time, without files beside it")
+    else:
+        camera = ("camera", CameraConfig(source=sources[0])) if live else None
+    recording = camera is not None and (args.camera is None or not sources)  # not --split's footage
+    options = [o for o in ("duration", "every", "take", "fps") if getattr(args, o) is not None]
+    if not recording and (options or getattr(args, "keep_footage", None)):
+        raise _ArgumentError(f"{command}: --{(options or ['keep-footage'])[0]} is for recording "
+                             f"a live camera (--source URL or --camera NAME)")
+    if recording and args.duration is None:
+        raise _ArgumentError(f"{command}: a live camera needs --duration, the span to record over "
+                             f"(e.g. 20m)")
+    return camera
+
+
+def _plan(args: argparse.Namespace, cam: CameraConfig,
+          budget: int | None) -> tuple[float, list[Window]]:
+    """The rate to record at and when (every window of `budget` frames at most, when set)."""
+    from stream_detector.offline import plan_windows, recording_rate
+
+    fps = recording_rate(args.fps, cam)
+    return fps, plan_windows(args.duration, fps, budget or 10**12, args.every, args.take)
 
 
 def _score(args: argparse.Namespace) -> int:
@@ -217,24 +317,27 @@ def _check_config(args: argparse.Namespace) -> int:
         print(f"stream-detector: warning: {warning}", file=sys.stderr)
     models = daemon.check_cameras(cfg, cfg.device, cfg.inference.precision)
     failed = []
+    pictures: dict[str, str | None] = {}
     for name, probed in daemon.probe_cameras(cfg, models, args.timeout) if args.probe else ():
         if isinstance(probed, SourceError):
             print(f"camera {name}: FAILED: {probed}")
             failed.append((name, probed))
         else:
-            print(f"camera {name}: ok, {probed[0]}x{probed[1]} frames")
+            pictures[name] = probed.picture
+            print(f"camera {name}: ok, {probed.width}x{probed.height} frames")
     if failed:
         raise daemon.probe_failed(cfg, failed)
+    for line in daemon.active_models(cfg, pictures):
+        print(line)
     print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)}"
           f"{', each delivered a frame' if args.probe else ''})")
     return 0
 
 
 def _parse_since(text: str) -> float:
-    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
-        if text[-1:] in units and text[:-1].replace(".", "", 1).isdigit():
-            return time.time() - float(text[:-1]) * units[text[-1]]
+        if text[-1:] in UNITS and text[:-1].replace(".", "", 1).isdigit():
+            return time.time() - float(text[:-1]) * UNITS[text[-1]]
         if text.replace(".", "", 1).isdigit():
             return float(text)
         stamp = dt.datetime.fromisoformat(text)
@@ -248,13 +351,28 @@ def _events(args: argparse.Namespace) -> int:
     since = _parse_since(args.since) if args.since else None
     if args.camera is not None and not (args.camera and set(args.camera) <= CAMERA_NAME_CHARS):
         raise UserError(f"--camera {args.camera!r}: camera names use letters, digits, '_' and '-' only")
-    for e in stored_events(cfg.storage, cfg.path, args.camera, since, args.limit):
+    for e, verdict in stored_events(cfg.storage, cfg.path, args.camera, since, args.limit):
         after = e.payload.get("after", {})
         when = dt.datetime.fromtimestamp(e.wall_time).isoformat(timespec="seconds")
         print(json.dumps({"seq": e.seq, "time": when, "camera": e.camera, "type": e.type,
                           "id": e.event_id, "peak_score": after.get("peak_score"),
                           "box": after.get("box"), "snapshot": after.get("snapshot"),
+                          "clip": after.get("clip"), "verdict": verdict,
                           "published": e.published}))
+    return 0
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from stream_detector.offline import tune
+
+    for name in args.camera:
+        if not (name and set(name) <= CAMERA_NAME_CHARS):
+            raise UserError(f"--camera {name!r}: camera names use letters, digits, '_' and '-' only")
+    if args.out.resolve() == args.model.resolve():
+        raise UserError("--out: must be a new directory, not --model (it stays for rollback)")
+    report = tune(args.model, args.store, args.out, args.camera, args.device)
+    print(f"wrote {report.out_dir}: {len(report.events)} false alarm(s), {report.frames} frames; "
+          f"{report.cells_widened} cell baselines widened (x{report.scale_growth:.2f} on average)")
     return 0
 
 

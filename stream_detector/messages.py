@@ -71,6 +71,9 @@ class Event:
     score: float  # latest score when the event was emitted
     update_wall: float | None = None  # an "update": the wall time of the frame that sent it
     reason: str | None = None  # why an "end" came: cooldown, stream lost, stopped, restart, ...
+    kind: str = "anomaly"  # or "camera_tampered": the picture no longer matches the scene
+    model: str | None = None  # the camera's model that scored the frame that sent this message
+    detail: str | None = None  # camera_tampered: what changed (covered, scene changed, ...)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,21 @@ class StreamState:
     reason: str
     wall_time: float
     mono_time: float
+
+
+@dataclass(frozen=True)
+class SceneChange:
+    """What the picture is changed (measured in the capture thread, detect/watch.py): another of the
+    camera's models should score from here, or the picture stopped (or started again) matching the
+    scene. Travels in the frame queue right after the frame that showed it, never dropped."""
+
+    camera: str
+    wall_time: float
+    mono_time: float
+    model: str | None = None  # switch to this model (a name of the camera's `models`)
+    tampered: bool | None = None  # True: raise camera_tampered; False: clear it
+    difference: float = 0.0  # how far the picture is from the learned scene: 0 same .. 1 unrelated
+    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -111,3 +129,4 @@ class ScoreOut:
 
     camera: str
     score: float
+    wall_time: float = 0.0  # of the frame it scored (0: unknown); for event score timelines

@@ -13,6 +13,7 @@ prepared for the model) into its frame queue, which never makes capture wait.
   factory.py      a camera's sources from its config: backend, scored stream, main stream
   loop.py         CaptureLoop, the per-camera thread (a reader thread decodes beside it)
   main_stream.py  MainStream: the full-resolution stream read for snapshots only, its history
+  recording.py    recorders for event clips: segments in a ring on disk (stream copy or encoded)
   frame_queue.py  FrameQueue: capture -> inference, bounded, drops named and counted
 """
 
@@ -21,6 +22,7 @@ from stream_detector.capture.factory import (
     capture_backend,
     main_stream_config,
     probe,
+    probe_frame,
     scored_config,
     source_for,
 )
@@ -34,7 +36,7 @@ from stream_detector.capture.files import (
     open_capture,
     video_info,
 )
-from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state
+from stream_detector.capture.frame_queue import DropPolicy, FrameQueue, is_stream_state, never_dropped
 from stream_detector.capture.loop import (
     Backoff,
     CaptureLoop,
@@ -46,6 +48,18 @@ from stream_detector.capture.loop import (
 from stream_detector.capture.main_stream import NEAR, FrameHistory, MainStream
 from stream_detector.capture.child import ChildSource
 from stream_detector.capture.opencv import OpenCVProcessSource, OpenCVSource, opencv_source
+from stream_detector.capture.recording import (
+    SEGMENT_SECONDS,
+    FrameRecorder,
+    FrameTee,
+    Recorder,
+    Segment,
+    SegmentRing,
+    StreamRecorder,
+    clip_dir,
+    recording_kind,
+    ring_dir,
+)
 from stream_detector.capture.source import (
     FrameFilter,
     FrameSource,
@@ -60,6 +74,7 @@ __all__ = [
     "DEMO_SOURCE",
     "DEMO_VIDEO",
     "NEAR",
+    "SEGMENT_SECONDS",
     "VIDEO_SUFFIXES",
     "Backoff",
     "CaptureLoop",
@@ -72,7 +87,9 @@ __all__ = [
     "FrameHistory",
     "FrameQueue",
     "FrameReceiver",
+    "FrameRecorder",
     "FrameSource",
+    "FrameTee",
     "Injection",
     "LiveSource",
     "MainStream",
@@ -80,19 +97,28 @@ __all__ = [
     "OpenCVSource",
     "Preparing",
     "RateLimit",
+    "Recorder",
     "ResizedSource",
+    "Segment",
+    "SegmentRing",
+    "StreamRecorder",
     "VideoInfo",
     "capture_backend",
+    "clip_dir",
     "expand_sources",
     "ffmpeg_hwaccels",
     "ffmpeg_missing",
     "is_stream_state",
     "iter_frames",
     "main_stream_config",
+    "never_dropped",
     "open_capture",
     "opencv_source",
     "probe",
+    "probe_frame",
+    "recording_kind",
     "redact",
+    "ring_dir",
     "scored_config",
     "source_for",
     "source_kind",

@@ -56,7 +56,13 @@ def main_stream_config(cfg: CameraConfig) -> CameraConfig | None:
 
 
 def probe(cam: CameraConfig, name: str, timeout: float) -> tuple[int, int]:
-    """Open a camera's source once and read one frame within `timeout` seconds: (width, height).
+    """Open a camera's source once and read one frame within `timeout` seconds: (width, height)."""
+    image = probe_frame(cam, name, timeout)
+    return int(image.shape[1]), int(image.shape[0])
+
+
+def probe_frame(cam: CameraConfig, name: str, timeout: float) -> np.ndarray:
+    """Open a camera's source once and read one frame within `timeout` seconds.
 
     The read runs on its own thread so a hung camera costs `timeout`, not forever; the thread is not
     a daemon (see loop._Reader), so exit waits for the source's own timeouts to free it.
@@ -84,4 +90,4 @@ def probe(cam: CameraConfig, name: str, timeout: float) -> tuple[int, int]:
         raise result[0]
     if result[0] is None:
         raise SourceError(f"{what}: opened, but no frame could be read or decoded")
-    return int(result[0].shape[1]), int(result[0].shape[0])
+    return result[0]

@@ -105,21 +105,10 @@ class FFmpegSource(ChildSource):
         return ["-rtsp_transport", "tcp"] if rtsp else []
 
     def _script(self) -> bytes:
-        """For a URL with a password: a concat script naming it, with the options its input
-        needs (the concat demuxer opens it with these, not with the command line's)."""
-        if not url_password(self.uri):
-            return b""
-        options = self._input_args() + self._analysis
-        lines = ["ffconcat version 1.0", "file " + _quoted(self.uri)]
-        lines += [f"option {k.lstrip('-')} {v}" for k, v in zip(options[::2], options[1::2])]
-        return ("\n".join(lines) + "\n").encode()
+        return concat_script(self.uri, self._input_args() + self._analysis)
 
     def _input(self, fd: int) -> list[str]:
-        """The command line's input: the URL itself, or the script on descriptor `fd`."""
-        if not url_password(self.uri):
-            return [*self._input_args(), *self._analysis, "-i", self.uri]
-        return ["-protocol_whitelist", PROTOCOLS, *self._analysis, "-f", "concat", "-safe", "0",
-                "-i", f"pipe:{fd}"]
+        return url_input(self.uri, self._input_args(), fd, self._analysis)
 
     def _probe(self) -> tuple[int, int, float]:
         """(width, height, fps) of the first video stream, within open_timeout.
@@ -219,6 +208,26 @@ class FFmpegSource(ChildSource):
     def close(self) -> None:
         self._frame = self._pending = None
         super().close()
+
+
+def concat_script(uri: str, options: list[str]) -> bytes:
+    """For a URL with a password: a concat script naming it, with the options its input needs
+    (the concat demuxer opens it with these, not with the command line's); b"" without one."""
+    if not url_password(uri):
+        return b""
+    lines = ["ffconcat version 1.0", "file " + _quoted(uri)]
+    lines += [f"option {k.lstrip('-')} {v}" for k, v in zip(options[::2], options[1::2])]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def url_input(uri: str, options: list[str], fd: int, analysis: list[str] | None = None) -> list[str]:
+    """ffmpeg's input arguments for `uri`: the URL itself, or (a URL with a password) the
+    `concat_script` on descriptor `fd`, so that no process list shows the password."""
+    analysis = analysis or []
+    if not url_password(uri):
+        return [*options, *analysis, "-i", uri]
+    return ["-protocol_whitelist", PROTOCOLS, *analysis, "-f", "concat", "-safe", "0",
+            "-i", f"pipe:{fd}"]
 
 
 def _quoted(text: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from enum import Enum
 from typing import Generic, TypeVar
 
-from stream_detector.messages import Frame, StreamState
+from stream_detector.messages import Frame, SceneChange, StreamState
 
 T = TypeVar("T")
 
@@ -84,3 +84,9 @@ class FrameQueue(Generic[T]):
 def is_stream_state(item: Frame | StreamState) -> bool:
     """Stream-state messages must never be dropped from a full frame queue."""
     return isinstance(item, StreamState)
+
+
+def never_dropped(item: Frame | StreamState | SceneChange) -> bool:
+    """Every message but a frame: a lost stream state would leave an event open, a lost scene change
+    a camera on the wrong model or its tamper event open."""
+    return not isinstance(item, Frame)

@@ -11,9 +11,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from stream_detector.config.detector import DetectorConfig
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
 from stream_detector.config.references import expand
+from stream_detector.config.scene import ModelChoice
 from stream_detector.credentials import unencoded_userinfo, url_password
 from stream_detector.errors import ConfigError
 
@@ -68,6 +71,37 @@ class MetricsConfig:
         check(bool(self.host), "host", "must not be empty")
         check(0 <= self.port < 65536, "port", "must be in 0..65535")
         check(0 < self.ready_after <= 86400, "ready_after", "must be in (0, 86400]")
+
+
+LOOPBACK_NAMES = ("localhost", "::1")  # and 127.0.0.0/8
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_NAMES or host.startswith("127.")
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The review API and page (/api/..., /), served by the server behind /metrics."""
+
+    enabled: bool = True
+    # Required when metrics.host is not a loopback address: requests then carry it as
+    # "Authorization: Bearer TOKEN" (the page keeps it in a cookie); /metrics stays open. Like any
+    # string key it may be given as token_file (the file holds it) or ${NAME}.
+    token: str = ""
+    # How others reach this server, for the clip URLs in MQTT (empty: http://metrics.host:port).
+    public_url: str = ""
+
+    def __post_init__(self) -> None:
+        check(not self.token or valid_token(self.token), "token",
+               "must be 16..256 printable characters without spaces")
+        parts = urlsplit(self.public_url)
+        check(not self.public_url or (parts.scheme in ("http", "https") and bool(parts.netloc)),
+               "public_url", "must be an http:// or https:// URL")
+
+
+def valid_token(token: str) -> bool:
+    return 16 <= len(token) <= 256 and token.isprintable() and " " not in token
 
 
 @dataclass(frozen=True)
@@ -132,13 +166,33 @@ class CameraConfig:
     # A camera's low-resolution substream, scored instead of `source`; `source` (the main stream)
     # then feeds snapshots only. The model works at ~200 px: decoding 1080p just to score is waste.
     detect_source: str = ""
+    # Event clips: the camera's recent video is kept (network streams copied as they are, other
+    # sources' frames encoded small) so each event's clip runs from pre_capture s before its start
+    # to post_capture s after its end; the end is published once its clip is made.
+    clip: bool = True
+    pre_capture: float = 5.0
+    post_capture: float = 5.0
+    # Several models, each with a rule (picture grey/colour, hours): the first whose rule holds
+    # scores; `model` is then left empty. See config/scene.py.
+    models: tuple[ModelChoice, ...] = ()
+    # Raise one camera_tampered event (and suppress anomaly events) while the picture no longer
+    # matches what it learned live for at least `tamper_after` seconds: covered, turned, blurred.
+    tamper: bool = True
+    tamper_after: float = 4.0
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
+        check(not (self.model and self.models), "models", "set model or models, not both")
+        names = [m.name for m in self.models]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        check(not twice, "models", f"model name {twice[0] if twice else ''!r} is used twice")
+        check(1 <= self.tamper_after <= 600, "tamper_after", "must be in 1..600")
         for key in ("source", "detect_source"):  # checked before anything parses the URL
             check(not unencoded_userinfo(getattr(self, key)), key,
                   "the user name or password holds '/', '?', '#' or '@' unencoded (or the URL "
                   "has an '@' after its host): percent-encode them (%2F, %3F, %23, %40)")
+        check(0 <= self.pre_capture <= 60, "pre_capture", "must be in 0..60 (seconds)")
+        check(0 <= self.post_capture <= 60, "post_capture", "must be in 0..60 (seconds)")
         check(self.fps_limit is None or 0 <= self.fps_limit <= 1000, "fps_limit", "must be in 0..1000")
         check(self.capture in CAPTURES, "capture", "must be auto, opencv or ffmpeg")
         check(self.capture != "ffmpeg" or not self.source.isdigit(), "capture",
@@ -163,6 +217,11 @@ class CameraConfig:
         check(1 <= self.queue_size <= 1024, "queue_size", "must be in 1..1024")
         for i, poly in enumerate(self.ignore):
             check(len(poly) >= 3, f"ignore[{i}]", "a polygon needs at least 3 points")
+
+    @property
+    def model_choices(self) -> tuple[ModelChoice, ...]:
+        """`models`, or the one `model` (the demo model when empty) named "default"."""
+        return self.models or (ModelChoice("default", self.model or str(DEFAULT_MODEL)),)
 
 
 @dataclass(frozen=True)
@@ -203,8 +262,11 @@ class DaemonConfig:
     device: str = "auto"  # auto | cpu | cuda
     inference: InferenceConfig = InferenceConfig()
     path: str = ""  # the file it came from, for messages and SIGHUP reloads
+    api: ApiConfig = ApiConfig()
     # This host in MQTT topics, client id, Home Assistant ids and event payloads; empty: the host name
     node_id: str = ""
+    # How `fit --config FILE --camera NAME` fits this file's cameras; the daemon does not use it.
+    detector: DetectorConfig = DetectorConfig()
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
@@ -214,8 +276,10 @@ class DaemonConfig:
 
     def secrets(self) -> list[tuple[str, str, str]]:
         """(dotted key, its value, the secret in it) for every secret the config holds: the MQTT
-        password and each camera URL's password."""
+        password, each camera URL's password and the review API's token."""
         out = []
+        if self.api.token:
+            out.append(("api.token", self.api.token, self.api.token))
         if self.mqtt is not None and self.mqtt.password:
             out.append(("mqtt.password", self.mqtt.password, self.mqtt.password))
         for name, cam in self.cameras.items():
@@ -239,7 +303,8 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
     """Validate a parsed TOML document; `where` (the file) prefixes every message. `${NAME}` in a
     string comes from `env` (default: the process environment)."""
     env = os.environ if env is None else env
-    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id"}
+    allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id",
+               "api", "detector"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -263,10 +328,17 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
     enabled = {k: v for k, v in cameras.items() if v.enabled}
     if not enabled:
         raise ConfigError(f"{where}: cameras: every camera is disabled (enabled = false)")
+    metrics = from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics", env)
+    api = from_mapping(ApiConfig, doc.get("api", {}), f"{where}: api", env)
+    if api.enabled and not api.token and not is_loopback(metrics.host):
+        raise ConfigError(f"{where}: api.token: required when metrics.host ({metrics.host}) is not "
+                          f"a loopback address: set api.token or api.token_file, or api.enabled = "
+                          f"false")
     return DaemonConfig(
         cameras=enabled,
         mqtt=from_mapping(MqttConfig, doc["mqtt"], f"{where}: mqtt", env) if "mqtt" in doc else None,
-        metrics=from_mapping(MetricsConfig, doc.get("metrics", {}), f"{where}: metrics", env),
+        metrics=metrics,
+        api=api,
         storage=from_mapping(StorageConfig, doc.get("storage", {}), f"{where}: storage", env),
         logging=from_mapping(LoggingConfig, doc.get("logging", {}), f"{where}: logging", env),
         device=device,
@@ -274,6 +346,8 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
                                env),
         path=where,
         node_id=node_id,
+        detector=from_mapping(DetectorConfig, doc.get("detector", {}), f"{where}: detector",
+                              env),
     )
 
 

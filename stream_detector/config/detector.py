@@ -27,7 +27,7 @@ class DetectorConfig:
     # "motion" from the window's appearance alone.
     pretext: str = "motion"
     flow_weight: float = 1.0  # weight of the motion channels' loss beside the appearance loss
-    # Scene channels (detect/scene.py): foreground against the stream's own background, and how
+    # Scene channels (detect/foreground.py): foreground against the stream's own background, and how
     # long it has stood still there. They feed the occupancy and dwell cues.
     scene: bool = True
     learn_seconds: float = 3.0  # a stream's background: the median of its first seconds

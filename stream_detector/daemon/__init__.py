@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
     from stream_detector.daemon.checks import (
         check_cameras,
+        camera_models,
         load_camera_model,
-        model_key,
         probe_cameras,
         probe_failed,
     )
@@ -40,12 +40,13 @@ __all__ = [
     "Daemon",
     "Heartbeats",
     "Metrics",
+    "active_models",
+    "camera_models",
     "check_cameras",
     "check_environment",
     "health_routes",
     "load_camera_model",
     "load_config",
-    "model_key",
     "notify_systemd",
     "probe_cameras",
     "probe_failed",
@@ -53,8 +54,9 @@ __all__ = [
     "secret_warnings",
 ]
 
-_WITH_TORCH = {"Daemon": "app", "check_cameras": "checks", "load_camera_model": "checks",
-               "model_key": "checks", "probe_cameras": "checks", "probe_failed": "checks",
+_WITH_TORCH = {"Daemon": "app", "active_models": "checks", "check_cameras": "checks",
+               "load_camera_model": "checks",
+               "camera_models": "checks", "probe_cameras": "checks", "probe_failed": "checks",
                "run": "lifecycle"}
 
 

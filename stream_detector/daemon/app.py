@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import TextIO
@@ -18,18 +19,29 @@ from typing import TextIO
 from prometheus_client import CollectorRegistry
 
 from stream_detector.capture import (
+    SEGMENT_SECONDS,
     CaptureLoop,
     DropPolicy,
     FrameQueue,
+    FrameReceiver,
+    FrameRecorder,
+    FrameTee,
     MainStream,
+    Recorder,
+    SegmentRing,
+    StreamRecorder,
+    clip_dir,
     is_stream_state,
     main_stream_config,
+    never_dropped,
+    recording_kind,
+    ring_dir,
     scored_config,
     source_for,
 )
 from stream_detector.config import CameraConfig, DaemonConfig
-from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, checksum
-from stream_detector.daemon.checks import check_cameras, model_key
+from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, camera_states, checksum
+from stream_detector.daemon.checks import camera_models, check_cameras
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.endpoints import health_routes
@@ -38,23 +50,29 @@ from stream_detector.detect import (
     FrameScorer,
     InferenceWorker,
     Item,
+    SceneWatch,
     ScorerFactory,
+    initial_model,
     lane_for,
     scoring_rate,
 )
 from stream_detector.errors import ConfigError
 from stream_detector.model import LoadedModel, configure_torch
 from stream_detector.outputs import (
+    Clipper,
     EventStore,
     MqttSink,
     Publisher,
     Retention,
+    Reviews,
     Sink,
     Sinks,
     StdoutSink,
     Writer,
     event_payload,
+    renderer_by_model,
     renderer_for,
+    review_routes,
 )
 from stream_detector.web import HttpServer, Router
 
@@ -85,20 +103,27 @@ class Daemon:
         stdout_sink = StdoutSink(stdout)
         self.mqtt: MqttSink | None = None
         sinks: list[Sink] = [stdout_sink]
+        self.reviews = Reviews(self.store, lambda: self.publisher.wake(),
+                               self.metrics.verdict_rejected)
         if cfg.mqtt is not None:
             self.mqtt = MqttSink(cfg.mqtt, list(cfg.cameras), node=cfg.node,
-                                 on_state=self._mqtt_state)
+                                 on_state=self._mqtt_state, on_verdict=self.reviews.from_mqtt,
+                                 public_url=self._public_url)
             sinks.append(self.mqtt)
         self.sinks = Sinks(sinks, self.mqtt or stdout_sink, self._delivered)
         self.publisher = Publisher(self.store, self.sinks,
                                    beat=self.heartbeats.beater("publisher"))
         storage = cfg.storage
+        self.clips = Clipper(clip_dir(storage.path), self.metrics.clip_failed,
+                             beat=self.heartbeats.beater("clips"))
+        self._recorders: dict[str, Recorder] = {}
+        self._rings: dict[str, SegmentRing] = {}  # kept across a camera's restart: pending clips
         self.writer = Writer(self.store, partial(event_payload, host=cfg.node), self.metrics,
                              self._stored,
                              self.sinks.score,
                              Path(storage.path) / "snapshots" if storage.snapshots else None,
                              Retention(storage.keep_days, storage.keep_mb),
-                             beat=self.heartbeats.beater("emitter"))
+                             beat=self.heartbeats.beater("emitter"), clips=self.clips)
         self._cond = threading.Condition()  # shared by every frame queue: the worker sleeps on it
         self.worker = InferenceWorker(self._cond, self.writer.put, self.metrics, self.stop_event,
                                       beat=self.heartbeats.beater("inference"),
@@ -108,6 +133,11 @@ class Daemon:
         # One HTTP server for every endpoint: other modules' routes join `self.routes` before start.
         self.routes: Router = health_routes(
             self.registry, lambda: self.metrics.readiness(cfg.metrics.ready_after), self.liveness)
+        if cfg.api.enabled:  # the review API and page, on the same server
+            self.routes.include(review_routes(
+                self.reviews, lambda: camera_states(list(self.cfg.cameras), self.metrics,
+                                                    self.writer, self.store),
+                Path(storage.path), cfg.api.token))
         self.http = HttpServer(cfg.metrics.host, cfg.metrics.port, self.routes)
         self.metrics.watch_http(self.http.stats)
 
@@ -130,6 +160,8 @@ class Daemon:
         self.publisher.sync_states(last_seq, list(self.cfg.cameras),
                                    {name: False for name in self.cfg.cameras})
         self.publisher.start()
+        self.clips.clean()
+        self.clips.start()
         self.writer.start()
         self.worker.start()
         for name, cam in self.cfg.cameras.items():
@@ -147,9 +179,14 @@ class Daemon:
         deadline = time.monotonic() + 3.0
         for capture in captures:  # a hung read may keep one a little longer: it is not waited for
             capture.join(timeout=max(0.0, deadline - time.monotonic()))
+        for recorder in self._recorders.values():  # each lists its last segment as it stops
+            recorder.stop_event.set()
+        for recorder in self._recorders.values():
+            recorder.join(timeout=4.0)
         self.worker.wake()
         self.worker.join(timeout=5.0)  # ends each open event ("stopped") on its way out
-        self.writer.finish(timeout)
+        self.writer.finish(timeout)  # held ends get their clips from what was recorded
+        self.clips.close()
         self.publisher.stop(timeout)
         if self.mqtt:
             self.mqtt.stop()
@@ -159,27 +196,25 @@ class Daemon:
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
         models = check_cameras(new, self.cfg.device, self.cfg.inference.precision)  # re-read
-        if (new.mqtt, new.metrics, new.storage, new.device, new.inference, new.node_id) != (
-                self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device, self.cfg.inference,
-                self.cfg.node_id):
-            log.warning("reload: mqtt, metrics, storage, device, inference and node_id changes "
-                        "apply after a restart")
+        if (new.mqtt, new.metrics, new.storage, new.device, new.inference, new.node_id,
+                new.api) != (self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device,
+                             self.cfg.inference, self.cfg.node_id, self.cfg.api):
+            log.warning("reload: mqtt, metrics, api, storage, device, inference and node_id "
+                        "changes apply after a restart")
         old = self.cfg.cameras
         self._models = models
         for name in old:
             if (name not in new.cameras or new.cameras[name] != old[name]
-                    or checksum(self._captures[name].model)
-                    != checksum(self._model_for(new.cameras[name]))):
+                    or checksum(self._captures[name].models)
+                    != checksum(self._models_for(new.cameras[name]).values())):
                 self._stop_camera(name)
         added = [name for name in new.cameras if name not in self._captures]
         self.publisher.sync_states(self.store.last_seq, list(new.cameras),
                                    {name: False for name in added})
         for name in added:
             self._start_camera(name, new.cameras[name])
-        self.cfg = DaemonConfig(cameras=new.cameras, mqtt=self.cfg.mqtt, metrics=self.cfg.metrics,
-                                storage=self.cfg.storage, logging=new.logging,
-                                device=self.cfg.device, inference=self.cfg.inference, path=new.path,
-                                node_id=self.cfg.node_id)
+        # Only cameras and logging change without a restart; the rest stays as the daemon runs it.
+        self.cfg = replace(self.cfg, cameras=new.cameras, logging=new.logging, path=new.path)
         log.info("reload: %d camera(s) running", len(self._captures))
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
@@ -187,6 +222,13 @@ class Daemon:
         ok, detail = self.heartbeats.check(CRITICAL, self.stall_after)
         dead = [t.name for t in (self.worker, self.writer) if t.ident and not t.is_alive()]
         return ok and not dead, {**detail, "dead": dead}
+
+    def _public_url(self) -> str:
+        """How others reach the API (clip URLs in MQTT): api.public_url, else host and port."""
+        if self.cfg.api.public_url:
+            return self.cfg.api.public_url.rstrip("/")
+        host = self.cfg.metrics.host
+        return f"http://{'[' + host + ']' if ':' in host else host}:{self.http.port}"
 
     @property
     def metrics_port(self) -> int:
@@ -201,34 +243,40 @@ class Daemon:
             log.warning("closed %d event(s) left open by the previous run", len(closed))
         return self.store.last_seq
 
-    def _model_for(self, cam: CameraConfig) -> LoadedModel:
-        """The camera's model, as check_cameras loaded it (at start-up or by the last reload)."""
-        return self._models[model_key(cam, self.cfg.device)]
+    def _models_for(self, cam: CameraConfig) -> dict[str, LoadedModel]:
+        """The camera's models by name, as check_cameras loaded them (at start-up or last reload)."""
+        return camera_models(cam, self._models, self.cfg.device)
 
     def _start_camera(self, name: str, cfg: CameraConfig) -> None:
-        model = self._model_for(cfg)
+        models = self._models_for(cfg)
+        model = next(iter(models.values()))  # all prepare frames alike (check_cameras)
         queue: FrameQueue[Item] = FrameQueue(cfg.queue_size, DropPolicy.DROP_OLDEST, self._cond,
-                                             keep=is_stream_state)
-        lane = lane_for(name, cfg, model, queue, self._scorer)
-        threshold = model.threshold(cfg.false_alarms_per_hour)
+                                             keep=never_dropped)
+        active = initial_model(cfg, time.time())
+        lane = lane_for(name, cfg, models, queue, self._scorer, active)
+        # The capture thread hands its frames to the scene watch (models' rules, tamper), if any.
+        receiver = SceneWatch.for_camera(name, cfg, queue, active) or queue
         main = self._start_main_stream(name, cfg) if cfg.snapshot else None
         frames = main.frames if main else None
-        self.writer.camera(name, renderer_for(name, model, threshold, frames)
-                            if cfg.snapshot else None)
+        self.writer.camera(name, renderer_by_model({
+            n: renderer_for(name, m, m.threshold(cfg.false_alarms_per_hour), frames)
+            for n, m in models.items()}) if cfg.snapshot else None)
         self.metrics.camera_added(name)
         self.metrics.model_state(name, True)
+        self.metrics.active_model(name, active, list(models))
         self.worker.add(lane)
         stop = threading.Event()
+        receiver = self._start_recorder(name, cfg, queue, scoring_rate(cfg, model))
 
         def make_capture() -> CaptureLoop:
-            return CaptureLoop(name, lambda: source_for(scored_config(cfg)), queue, stop,
+            return CaptureLoop(name, lambda: source_for(scored_config(cfg)), receiver, stop,
                                CaptureMetrics(self.metrics), stale_after=cfg.stale_after,
                                fps_limit=scoring_rate(cfg, model),
                                beat=self.heartbeats.beater(f"capture-{name}"),
                                prepare=lambda: FramePreparer.for_model(model))
 
         capture = make_capture()
-        self._captures[name] = CameraRuntime(capture, stop, model, make_capture)
+        self._captures[name] = CameraRuntime(capture, stop, tuple(models.values()), make_capture)
         capture.start()
 
     def _start_main_stream(self, name: str, cfg: CameraConfig) -> MainStream | None:
@@ -241,6 +289,32 @@ class Daemon:
         self._main[name] = main
         main.start()
         return main
+
+    def _start_recorder(self, name: str, cfg: CameraConfig, queue: FrameQueue[Item],
+                        fps: float) -> FrameReceiver:
+        """The camera's recording for clips; returns where its capture loop hands frames (through
+        the recorder too when its frames are what is recorded)."""
+        kind = recording_kind(cfg.source) if cfg.clip else ""
+        if cfg.clip and not kind:
+            log.warning("camera %s: no clips: they need ffmpeg, which is not installed", name)
+        if not kind:
+            self.clips.camera(name, None)
+            return queue
+        keep = cfg.pre_capture + cfg.min_duration + 2 * SEGMENT_SECONDS + 10.0
+        ring = self._rings.get(name)
+        if ring is None:
+            ring = self._rings[name] = SegmentRing(ring_dir(self.cfg.storage.path, name), keep)
+            ring.clear()  # an earlier run's segments: their index died with it
+        ring.keep = keep
+        self.clips.camera(name, ring, cfg.pre_capture, cfg.post_capture)
+        recorder: Recorder
+        if kind == "copy":
+            recorder = StreamRecorder(name, cfg.source, ring, self.metrics.recorder_state)
+        else:
+            recorder = FrameRecorder(name, ring, self.metrics.recorder_state, fps or 10.0)
+        self._recorders[name] = recorder
+        recorder.start()
+        return FrameTee(queue, recorder) if isinstance(recorder, FrameRecorder) else queue
 
     def supervise(self) -> None:
         """Restart a capture thread that died of a bug: it ends on its own only by design."""
@@ -265,6 +339,11 @@ class Daemon:
         if (main := self._main.pop(name, None)) is not None:
             main.stop(join)
             self.heartbeats.forget(f"capture-{name}/main")
+        if (recorder := self._recorders.pop(name, None)) is not None:
+            recorder.stop_event.set()  # its segments stay for the clip of an event it ends
+            if join:
+                recorder.join(timeout=4.0)
+            self.metrics.recorder_state(name, None)
         self.worker.remove(name)
         self.heartbeats.forget(f"capture-{name}")
         self.metrics.camera_removed(name)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -33,12 +33,10 @@ PREFIX = "stream_detector_"
 
 
 class Metrics:
-    """Every stream-detector metric, registered on `registry` (tests pass a fresh one).
-
-    Per-camera series are created at a camera's first mention, so rates and ratios exist from the
-    start instead of appearing with the first drop or event, and `camera_removed` deletes them all.
-    MQTT series exist only with `mqtt=True`: without a broker configured there is nothing to alert on.
-    """
+    """Every stream-detector metric, registered on `registry` (tests pass a fresh one). Per-camera
+    series are created at a camera's first mention (rates and ratios exist from the start, not from
+    the first drop or event; `camera_removed` deletes them all). MQTT series exist only with
+    `mqtt=True`: without a broker configured there is nothing to alert on."""
 
     def __init__(self, registry: CollectorRegistry, clock: Callable[[], float] = time.monotonic,
                  fps_weight: float = 0.1, mqtt: bool = True) -> None:
@@ -52,6 +50,7 @@ class Metrics:
         self._last_scored: dict[str, float] = {}  # camera -> monotonic time of the last score
         self._loaded_state: dict[str, bool] = {}
         self._up_state: dict[str, bool] = {}
+        self._models: dict[str, set[str]] = {}  # camera -> its model names (active_model series)
 
         def counter(name: str, doc: str, labels: tuple[str, ...] = ("camera",)) -> Counter:
             return Counter(PREFIX + name, doc, labels, registry=registry)
@@ -80,6 +79,11 @@ class Metrics:
         self._anomaly_active = gauge("anomaly_active", "1 while an anomaly event is open, else 0.")
         self._queue_depth = gauge("queue_depth", "Frames waiting between capture and scoring.")
         self._model_loaded = gauge("model_loaded", "1 once the camera's model is loaded.")
+        self._tampered = gauge(
+            "camera_tampered", "1 while a camera_tampered event is open (picture covered, turned...).")
+        self._active_model = gauge(
+            "active_model", "1 for the camera's model that scores now, 0 for its other models.",
+            ("camera", "model"))
         self._scoring_latency = histogram(
             "scoring_latency_seconds", "Seconds from frame capture to its score.", ("camera",),
             LATENCY_BUCKETS)
@@ -97,17 +101,21 @@ class Metrics:
             self._mqtt_connected = gauge("mqtt_connected", "1 while connected to the broker.", ())
             self._publish_failures = counter("mqtt_publish_failures", "MQTT publishes that failed.",
                                              ())
-        self._scoring_errors = counter(
-            "scoring_errors", "Scoring faults; each rebuilt the camera's scorer.")
+        self._scoring_errors = counter("scoring_errors", "Scoring faults; each rebuilt the scorer.")
         self._snapshot_failures = counter("snapshot_failures", "Snapshots that could not be saved.")
         self._thread_errors = counter("thread_errors", "Faults caught in a daemon thread's loop.",
                                       ("thread",))
+        self._recorder_up = gauge(  # cameras that keep clips only: not in _per_camera
+            "recorder_up", "1 while the camera's recording for event clips writes segments.")
+        self._clip_failures = counter(
+            "clip_failures", "Event clips that could not be made (no recording, disk full, ...).")
+        self._verdicts_rejected = counter(
+            "verdicts_rejected", "Verdicts refused: unknown event, bad value or body.", ("source",))
         self._per_camera: tuple[Counter | Gauge | Histogram, ...] = (
             self._frames_read, self._frames_dropped, self._frames_scored, self._frames_skipped,
-            self._reconnects,
-            self._stream_up, self._anomaly_score, self._anomaly_active,
+            self._reconnects, self._stream_up, self._anomaly_score, self._anomaly_active,
             self._queue_depth, self._model_loaded, self._scoring_latency, self._event_latency,
-            self._scoring_errors, self._snapshot_failures)
+            self._scoring_errors, self._snapshot_failures, self._clip_failures, self._tampered)
         self._store: EventStore | None = None
         self._threads: Callable[[], dict[str, float]] | None = None
         self._http: Callable[[], dict[str, int]] | None = None
@@ -139,8 +147,11 @@ class Metrics:
             for state in (self._last_frame, self._interval, self._last_scored, self._loaded_state,
                           self._up_state):
                 state.pop(camera, None)
+            models = self._models.pop(camera, set())
         for metric in self._per_camera:
             metric.remove(camera)
+        for model in models:
+            self._active_model.remove(camera, model)
         for kind in EVENT_TYPES:
             self._events.remove(camera, kind)
 
@@ -181,13 +192,7 @@ class Metrics:
     def snapshot_stream(self, camera: str, up: bool | None) -> None:
         """The main stream of a camera that scores its substream came up or went down (None: the
         camera stopped reading it: its series goes)."""
-        if up is None:
-            try:
-                self._snapshot_stream_up.remove(camera)
-            except KeyError:
-                pass
-            return
-        self._snapshot_stream_up.labels(camera).set(1 if up else 0)
+        _up_or_gone(self._snapshot_stream_up, camera, up)
 
     def stream_state(self, camera: str, up: bool) -> None:
         """A stream came up or went down; an outage must not count as one long frame interval."""
@@ -214,6 +219,19 @@ class Metrics:
         self._model_loaded.labels(camera).set(1 if loaded else 0)
         with self._lock:
             self._loaded_state[camera] = loaded
+
+    def active_model(self, camera: str, model: str, known: Sequence[str] = ()) -> None:
+        """`model` scores the camera now; `known`: its other models, shown at 0 from the start."""
+        self.camera_added(camera)
+        with self._lock:
+            self._models.setdefault(camera, set()).update(known, (model,))
+            names_now = sorted(self._models[camera])
+        for name in names_now:
+            self._active_model.labels(camera, name).set(1 if name == model else 0)
+
+    def tampered(self, camera: str, on: bool) -> None:
+        self.camera_added(camera)
+        self._tampered.labels(camera).set(1 if on else 0)
 
     def inference(self, device: str, seconds: float, frames: int = 1) -> None:
         self._inference.labels(device).observe(seconds)
@@ -262,6 +280,17 @@ class Metrics:
     def snapshot_failed(self, camera: str) -> None:
         self.camera_added(camera)
         self._snapshot_failures.labels(camera).inc()
+
+    def recorder_state(self, camera: str, up: bool | None) -> None:
+        """A camera's clip recording writes (True) or fails (False); None: it stopped (no series)."""
+        _up_or_gone(self._recorder_up, camera, up)
+
+    def clip_failed(self, camera: str) -> None:
+        self.camera_added(camera)
+        self._clip_failures.labels(camera).inc()
+
+    def verdict_rejected(self, source: str) -> None:
+        self._verdicts_rejected.labels(source).inc()
 
     def thread_failed(self, thread: str) -> None:
         self._thread_errors.labels(thread).inc()
@@ -346,6 +375,17 @@ class Metrics:
                 }
         ok = bool(cameras) and all(d["ready"] for d in detail.values())
         return ok, {"cameras": detail}
+
+
+def _up_or_gone(gauge: Gauge, camera: str, up: bool | None) -> None:
+    """A per-camera 0/1 gauge that only some cameras have: None removes the camera's series."""
+    if up is None:
+        try:
+            gauge.remove(camera)
+        except KeyError:
+            pass
+        return
+    gauge.labels(camera).set(1 if up else 0)
 
 
 class _Computed:

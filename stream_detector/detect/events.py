@@ -96,6 +96,14 @@ class EventTracker:
             return [replace(self._active, type="update", update_wall=s.wall_time)]
         return []
 
+    def retune(self, policy: EventPolicy) -> None:
+        """Judge by another policy from now on (another model scores, in its own units): an open
+        event carries over, keeping its id; one still pending starts over."""
+        if policy.low_threshold > policy.threshold:
+            raise ValueError("low_threshold must be <= threshold")
+        self.policy = policy
+        self._pending_since, self._pending_box, self._pending_peak = None, None, None
+
     def close(self, wall_time: float, stream_time: float, reason: str = "closed") -> list[Event]:
         """End an active event now (stream lost, shutdown) so no event is left open."""
         if self._active is None:

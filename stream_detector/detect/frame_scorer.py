@@ -1,17 +1,18 @@
 """One camera's scorer as the inference worker runs it: frames in, FrameScore messages (score,
-cells, the box of the cells that fired) out; the cells its ignore polygons mask; its scoring rate.
+cells, the box of the cells that fired) out; the cells its ignore polygons mask; its scoring rate;
+its models, of which one scores at a time.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import cv2
 import numpy as np
 
 from stream_detector.capture import FrameQueue
 from stream_detector.config import CameraConfig
-from stream_detector.detect.events import EventTracker, policy_for
+from stream_detector.detect.events import EventPolicy, EventTracker, policy_for
 from stream_detector.detect.inference import Item, Lane, Scorer
 from stream_detector.detect.preprocess import FramePreparer
 from stream_detector.detect.scoring import ScoreBatch, WindowScorer, firing_cells, score_together
@@ -102,17 +103,41 @@ def scoring_rate(cfg: CameraConfig, model: LoadedModel) -> float:
 ScorerFactory = Callable[[LoadedModel, float, "np.ndarray | None"], Scorer]
 
 
-def lane_for(name: str, cfg: CameraConfig, model: LoadedModel, queue: FrameQueue[Item],
-             make: ScorerFactory = FrameScorer) -> Lane:
-    """The camera as the inference worker sees it: its queue, event tracker and scorer factory.
+class CameraModels:
+    """A camera's models by name (its `models`, or its one model as "default") and the one that
+    scores now; used by the inference thread only. `make` builds a scorer for a model."""
+
+    def __init__(self, camera: str, cfg: CameraConfig, models: Mapping[str, LoadedModel],
+                 active: str, make: ScorerFactory = FrameScorer) -> None:
+        if active not in models:
+            raise ValueError(f"camera {camera}: no model named {active!r}")
+        self.camera, self.cfg, self.models, self.make = camera, cfg, dict(models), make
+        self.active = active
+
+    def policy(self) -> EventPolicy:
+        return policy_for(self.models[self.active].threshold(self.cfg.false_alarms_per_hour), self.cfg)
+
+    def activate(self, name: str) -> EventPolicy:
+        """Score with model `name` from the next scorer built; its event policy (threshold)."""
+        if name not in self.models:
+            raise ValueError(f"camera {self.camera}: no model named {name!r}")
+        self.active = name
+        return self.policy()
+
+    def make_scorer(self, w: int, h: int) -> Scorer:
+        model = self.models[self.active]
+        model.check_source(w, h, f"camera {self.camera}")
+        threshold = model.threshold(self.cfg.false_alarms_per_hour)
+        return self.make(model, threshold, ignore_mask(model, self.cfg.ignore, w, h))
+
+
+def lane_for(name: str, cfg: CameraConfig, models: Mapping[str, LoadedModel], queue: FrameQueue[Item],
+             make: ScorerFactory = FrameScorer, active: str | None = None) -> Lane:
+    """The camera as the inference worker sees it: its queue, event tracker and models (`active`,
+    the first by default, scores first).
 
     `make` builds the scorer (tests inject one that fails, to show the worker survives it).
     """
-    threshold = model.threshold(cfg.false_alarms_per_hour)
-    policy = policy_for(threshold, cfg)
-
-    def make_scorer(w: int, h: int) -> Scorer:
-        model.check_source(w, h, f"camera {name}")
-        return make(model, threshold, ignore_mask(model, cfg.ignore, w, h))
-
-    return Lane(name, queue, EventTracker(name, policy), make_scorer, model.device.type)
+    chosen = CameraModels(name, cfg, models, active or next(iter(models)), make)
+    return Lane(name, queue, EventTracker(name, chosen.policy()), chosen.make_scorer,
+                chosen.models[chosen.active].device.type, models=chosen)

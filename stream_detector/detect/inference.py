@@ -2,7 +2,8 @@
 
 It does no disk or network I/O: events (with their peak frame) and scores go to the emitter through
 `emit`. A fault in one camera's scoring is logged and counted and that camera's scorer is rebuilt;
-the worker itself goes on. Stream losses arrive in the frame queue, in order with the frames.
+the worker itself goes on. Stream losses and scene changes (another model, a tampered picture)
+arrive in the frame queue, in order with the frames.
 """
 
 from __future__ import annotations
@@ -11,17 +12,29 @@ import dataclasses
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from stream_detector.detect.events import EventPolicy
 from stream_detector.errors import SourceError
-from stream_detector.messages import Event, EventOut, Frame, FrameScore, Peak, ScoreOut, StreamState
+from stream_detector.messages import (
+    Event,
+    EventOut,
+    Frame,
+    FrameScore,
+    Peak,
+    SceneChange,
+    ScoreOut,
+    StreamState,
+)
 from stream_detector.model import CALL_FRAMES, STREAM_FRAMES
 
 log = logging.getLogger(__name__)
 
-Item = Frame | StreamState
+Item = Frame | StreamState | SceneChange
+TAMPERED = "camera_tampered"  # the kind of event raised while the picture is not the scene
 
 
 class Scorer(Protocol):
@@ -45,6 +58,16 @@ class Tracker(Protocol):
 
     def close(self, wall_time: float, stream_time: float, reason: str = ...) -> list[Event]: ...
 
+    def retune(self, policy: EventPolicy) -> None: ...
+
+
+class Models(Protocol):
+    """A camera's models as the worker switches between them (frame_scorer.CameraModels)."""
+
+    active: str
+
+    def activate(self, name: str) -> EventPolicy: ...
+
 
 class Inbox(Protocol):
     """A camera's frame queue as the worker sees it."""
@@ -65,6 +88,10 @@ class WorkerMetrics(Protocol):
 
     def scoring_failed(self, camera: str) -> None: ...
 
+    def active_model(self, camera: str, model: str) -> None: ...
+
+    def tampered(self, camera: str, on: bool) -> None: ...
+
 
 @dataclass
 class Lane:
@@ -83,6 +110,8 @@ class Lane:
     offset: float = 0.0  # added to a frame's stream time to put it on the timeline
     last_mono: float | None = None
     peak: Peak | None = field(default=None, repr=False)
+    models: Models | None = None  # None: one model, never switched
+    tampered: Event | None = None  # the open camera_tampered event: anomaly events wait meanwhile
 
 
 class InferenceWorker(threading.Thread):
@@ -143,12 +172,12 @@ class InferenceWorker(threading.Thread):
                 else:
                     lane = self._lanes.pop(str(arg), None)
                     if lane is not None:
-                        self._close(lane, "camera removed")
+                        self._close(lane, "camera removed", tamper_too=True)
                         self._timelines[lane.name] = (lane.timeline, lane.last_mono)
             self._serve(list(self._lanes.values()))
             if stopping:
                 for lane in self._lanes.values():
-                    self._close(lane, "stopped")
+                    self._close(lane, "stopped", tamper_too=True)
                 return
 
     def _every_lane_has_frames(self) -> bool:
@@ -202,7 +231,9 @@ class InferenceWorker(threading.Thread):
                 continue
             self._score_group([(lane, self._scorable(lane, run))])
             run = []
-            if not item.up:
+            if isinstance(item, SceneChange):
+                self._scene(lane, item)
+            elif not item.up:
                 if lane.scorer is not None:
                     lane.scorer.reset()  # its past is gone: windows must not span the gap
                 self._close(lane, f"stream lost: {item.reason}", item.wall_time)
@@ -262,13 +293,13 @@ class InferenceWorker(threading.Thread):
         now = time.monotonic()
         for f, s in zip(frames, scores):
             self.metrics.scored(lane.name, s.score, now - f.mono_time)
-            events = lane.tracker.observe(s)
+            events = lane.tracker.observe(s) if lane.tampered is None else []  # not the scene
             if lane.tracker.active is not None and (lane.peak is None or s.score >= lane.peak.score):
                 lane.peak = Peak(s.score, f.image, s.cells, s.box, f.mono_time)
             for ev in events:
                 self._out(lane, ev, f.mono_time)
         if scores:
-            self.emit(ScoreOut(lane.name, scores[-1].score))
+            self.emit(ScoreOut(lane.name, scores[-1].score, scores[-1].wall_time))
 
     def _rebuild(self, lane: Lane, w: int, h: int) -> bool:
         """First frame, a resolution change or a fault: a new scorer, or the camera is unfit."""
@@ -296,11 +327,50 @@ class InferenceWorker(threading.Thread):
         lane.timeline, lane.last_mono = t, f.mono_time
         return f if t == f.stream_time else dataclasses.replace(f, stream_time=t)
 
-    def _close(self, lane: Lane, reason: str, wall: float | None = None) -> None:
-        for ev in lane.tracker.close(time.time() if wall is None else wall, lane.timeline, reason):
+    def _close(self, lane: Lane, reason: str, wall: float | None = None,
+               tamper_too: bool = False) -> None:
+        """End the open anomaly event (and, stopping, the camera_tampered one): none stays open."""
+        wall = time.time() if wall is None else wall
+        for ev in lane.tracker.close(wall, lane.timeline, reason):
             self._out(lane, ev, time.monotonic())
+        if tamper_too and lane.tampered is not None:
+            self._tamper_ended(lane, wall, reason)
+
+    def _scene(self, lane: Lane, change: SceneChange) -> None:
+        """Another model scores from the next frame (an open event carries over, judged by the new
+        model's threshold from then on), or the camera was tampered with, or is back."""
+        if change.model is not None and lane.models is not None and change.model != lane.models.active:
+            log.info("camera %s: model %s -> %s (%s) at %.1fs", lane.name, lane.models.active,
+                     change.model, change.why, lane.timeline)
+            lane.tracker.retune(lane.models.activate(change.model))
+            lane.scorer, lane.size, lane.peak = None, None, None  # rebuilt at the next frame
+            self.metrics.active_model(lane.name, change.model)
+        if change.tampered and lane.tampered is None:
+            log.warning("camera %s: tampered with: %s", lane.name, change.why)
+            self._close(lane, "camera tampered", change.wall_time)
+            lane.tampered = Event(uuid.uuid4().hex[:16], lane.name, "start", change.wall_time,
+                                  lane.timeline, None, None, change.difference, 0, None,
+                                  change.difference, kind=TAMPERED, detail=change.why)
+            self._out(lane, lane.tampered, change.mono_time)
+            self.metrics.tampered(lane.name, True)
+        elif change.tampered is False and lane.tampered is not None:
+            log.info("camera %s: %s", lane.name, change.why)
+            self._tamper_ended(lane, change.wall_time, change.why)
+            if lane.scorer is not None:
+                lane.scorer.reset()  # windows must not span the tampered pictures
+
+    def _tamper_ended(self, lane: Lane, wall: float, reason: str) -> None:
+        assert lane.tampered is not None
+        ev = dataclasses.replace(lane.tampered, type="end", end_wall=wall, reason=reason,
+                                 end_stream=max(lane.timeline, lane.tampered.start_stream))
+        lane.tampered = None
+        self._out(lane, ev, time.monotonic())
+        self.metrics.tampered(lane.name, False)
 
     def _out(self, lane: Lane, ev: Event, captured: float) -> None:
-        self.emit(EventOut(ev, lane.peak, captured))
-        if ev.type == "end":
+        anomaly = ev.kind != TAMPERED
+        if lane.models is not None:
+            ev = dataclasses.replace(ev, model=lane.models.active)
+        self.emit(EventOut(ev, lane.peak if anomaly else None, captured))
+        if ev.type == "end" and anomaly:
             lane.peak = None

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from stream_detector.detect.motion import MotionField, to_gray_u8
-from stream_detector.detect.scene import ScenePrior, SceneField, scene_prior_of
+from stream_detector.detect.foreground import ScenePrior, SceneField, scene_prior_of
 from stream_detector.model import LoadedModel
 
 

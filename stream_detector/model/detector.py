@@ -35,7 +35,7 @@ class SpacetimeDetector(nn.Module):
     """Network + scene prior + per-cell baselines + cue weights + calibration, exported together.
 
     Frames carry appearance, then `motion_channels` of flow, then `scene_channels` (foreground and
-    dwell, see detect/scene.py). A cell's score is the weighted sum of its cues' z-scores against
+    dwell, see detect/foreground.py). A cell's score is the weighted sum of its cues' z-scores against
     that cell's baseline (0 typical, 1 its rare normal high), motion cues and scene cues apart.
     The frame's score is its most anomalous region: the best mean of motion scores over `region` x
     `region` neighbouring cells (about one walker), or the best single cell of scene scores (a bag
@@ -58,7 +58,7 @@ class SpacetimeDetector(nn.Module):
         self.half_ready = True
         self.motion_channels = net.motion_channels
         self.scene_channels = scene_channels
-        self.scene_times = list(scene_times)  # learn, adapt, still seconds: detect/scene.py
+        self.scene_times = list(scene_times)  # learn, adapt, still seconds: detect/foreground.py
         self.first_output = net.first_output
         self.net_channels = net.in_channels
         y0, y1, x0, x1 = cell_edges
@@ -76,7 +76,7 @@ class SpacetimeDetector(nn.Module):
         self.register_buffer("heading_weight", torch.zeros(HEADING_BINS, rows, cols))
         self.register_buffer("dwell_mask", torch.ones(rows, cols))  # 0: a cell dwell never counts in
         height, width = size
-        self.register_buffer("background", torch.zeros(height, width))  # detect/scene.py ScenePrior
+        self.register_buffer("background", torch.zeros(height, width))  # detect/foreground.py ScenePrior
         self.register_buffer("noise", torch.ones(height, width))
 
     @torch.jit.export

@@ -109,10 +109,12 @@ def plan_blocks(counts: Sequence[int], cap: int, holdout: float,
     return [(si, s, e, i in chosen) for i, (si, s, e) in enumerate(blocks)]
 
 
-def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig) -> Footage:
+def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig,
+                 prior: ScenePrior | None = None) -> Footage:
     """Decode and preprocess every source, split it into train and calibration blocks, learn the
-    scene's background from the training blocks, then give every block its motion and scene
-    channels, each block as a stream of its own (as the daemon sees a camera from its start)."""
+    scene's background from the training blocks (unless a fitted model's `prior` is given: more
+    footage for that model), then give every block its motion and scene channels, each block as a
+    stream of its own (as the daemon sees a camera from its start)."""
     paths = expand_sources(sources)
     infos = [video_info(p) for p in paths]
     width, height = cfg.working_size(infos[0].width, infos[0].height)
@@ -139,7 +141,8 @@ def load_footage(sources: Sequence[str | Path], cfg: DetectorConfig) -> Footage:
         bar.update(si + 1, path.name)
     if not any(not cal for *_, cal in blocks):
         raise SourceError(f"footage too short: no block of more than window={cfg.window} frames to train on")
-    prior = _scene_prior([f for _, f, _, cal in blocks if not cal], fps, cfg) if cfg.scene else None
+    if prior is None and cfg.scene:
+        prior = _scene_prior([f for _, f, _, cal in blocks if not cal], fps, cfg)
     train: list[Clip] = []
     calibration: list[Clip] = []
     for name, frames, size, cal in blocks:

@@ -32,6 +32,10 @@ class Sink(Protocol):
 
     def anomaly_state(self, camera: str, on: bool) -> None: ...
 
+    def tamper_state(self, camera: str, on: bool) -> None:
+        """The camera's picture is (or no longer is) tampered with: a camera_tampered event."""
+        ...
+
     def score(self, camera: str, value: float) -> None: ...
 
     def snapshot(self, camera: str, jpeg: bytes) -> None: ...
@@ -95,13 +99,17 @@ class Sinks:
             _guarded(sink, "cameras", lambda s=sink: s.cameras_changed(cameras))
             for camera, on in states.items():
                 _guarded(sink, "state", lambda s=sink, c=camera, o=on: s.anomaly_state(c, o))
+                _guarded(sink, "state", lambda s=sink, c=camera, o=on: s.tamper_state(c, o))
 
     def _send(self, sink: Sink, seq: int, payload: dict[str, Any], snapshot: _SnapshotFile) -> bool:
         try:
             if not sink.deliver_event(seq, payload):
                 return False
-            kind, camera = payload["type"], payload["after"]["camera"]
-            if kind in ("new", "end"):
+            kind = payload["type"]
+            camera = (payload.get("after") or {}).get("camera")  # a verdict is only its message
+            if kind in ("new", "end") and payload["after"].get("kind") == "camera_tampered":
+                sink.tamper_state(camera, kind == "new")
+            elif kind in ("new", "end"):
                 sink.anomaly_state(camera, kind == "new")
                 jpeg = snapshot.read() if sink.takes_snapshots else None
                 if jpeg:

@@ -5,6 +5,7 @@ for a camera that scores a substream, the main-stream frame captured nearest the
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import cv2
@@ -59,6 +60,16 @@ def renderer_for(name: str, model: LoadedModel, threshold: float,
         img = snapshot(image, heat, threshold, box, f"{name} score {peak.score:.2f}")
         ok, jpeg = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 85])
         return jpeg.tobytes() if ok else None
+    return render
+
+
+def renderer_by_model(renderers: Mapping[str, Renderer]) -> Renderer:
+    """A camera with several models: each event's snapshot is drawn by the renderer of the model
+    that scored it (the heatmap's cells are that model's); the first when the event names none."""
+    first = next(iter(renderers.values()))
+
+    def render(peak: Peak, event: Event) -> bytes | None:
+        return renderers.get(event.model or "", first)(peak, event)
     return render
 
 

@@ -41,6 +41,9 @@ class StdoutSink:
     def anomaly_state(self, camera: str, on: bool) -> None:
         pass
 
+    def tamper_state(self, camera: str, on: bool) -> None:
+        pass
+
     def score(self, camera: str, value: float) -> None:
         pass
 

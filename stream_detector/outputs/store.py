@@ -18,6 +18,7 @@ from typing import Any
 from stream_detector.config import StorageConfig
 from stream_detector.errors import ConfigError, UserError
 from stream_detector.messages import Event
+from stream_detector.outputs import event_index
 
 log = logging.getLogger("stream_detector.store")  # its name before outputs/: tests use it
 
@@ -50,14 +51,17 @@ class StoredEvent:
     wall_time: float
     payload: dict[str, Any]
     published: bool
+    timeline: list[list[float]] | None = None  # an end's scores over its clip: [[wall, score], ...]
 
 
 def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | None = None, *,
-                  host: str) -> dict[str, Any]:
+                  host: str, clip: str | None = None,
+                  clip_start: float | None = None) -> dict[str, Any]:
     """The JSON published on `<prefix>/events`, shaped like Frigate's so existing automations fit.
 
     `before` is the "after" of the previous payload for the same event id (None for the first);
-    `host` is the node id of the host that saw it (a fleet shares one broker).
+    `host` is the node id of the host that saw it (a fleet shares one broker); an `end` carries
+    its clip (`has_clip`, `clip`: its path, `clip_start`: its first frame's time).
     """
     after = {
         "id": event.id,
@@ -72,6 +76,12 @@ def event_payload(event: Event, before: dict[str, Any] | None, snapshot: str | N
         "box": event.box.as_list() if event.box is not None else None,
         "snapshot": snapshot,
         "end_reason": event.reason if event.type == "end" else None,
+        "has_clip": clip is not None,
+        "clip": clip,
+        "clip_start": clip_start if clip is not None else None,
+        "kind": event.kind,
+        "model": event.model,
+        "detail": event.detail,
     }
     if before is not None and "host" not in before:  # stored by a release without node ids
         before = {"id": before.get("id"), "host": host, **before}
@@ -94,6 +104,7 @@ class EventStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")  # committed means on disk
             self._conn.executescript(_SCHEMA)
+            event_index.create(self._conn)
             row = self._conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"{path}: cannot open the event store ({exc})") from None
@@ -132,21 +143,47 @@ class EventStore:
         """The last row of every event that has no `end`: left open by a crash or a kill."""
         with self._lock:
             return self._select(
-                "WHERE seq IN (SELECT MAX(seq) FROM events GROUP BY event_id"
-                " HAVING SUM(type = 'end') = 0) ORDER BY seq", ())
+                "WHERE seq IN (SELECT MAX(seq) FROM events WHERE type != 'verdict'"
+                " GROUP BY event_id HAVING SUM(type = 'end') = 0) ORDER BY seq", ())
 
-    def append(self, event: Event, payload: dict[str, Any]) -> int:
+    def append(self, event: Event, payload: dict[str, Any],
+               timeline: list[list[float]] | None = None) -> int:
         """Commit one event and return its sequence number; on a disk fault keep it in memory."""
         wall = event.end_wall if event.end_wall is not None else (event.update_wall
                                                                   or event.start_wall)
+        return self._append(event.id, event.camera, event.type, wall, payload, timeline)
+
+    def append_verdict(self, event_id: str, camera: str, verdict: str, source: str,
+                       wall: float) -> dict[str, Any]:
+        """Store an operator's verdict on an event as a message of its own (published on
+        `<prefix>/events/verdict`, in order with the events); returns its payload."""
+        payload = {"type": "verdict", "id": event_id, "camera": camera, "verdict": verdict,
+                   "time": wall, "source": source}
+        self._append(event_id, camera, "verdict", wall, payload, None)
+        return payload
+
+    def _append(self, event_id: str, camera: str, kind: str, wall: float,
+                payload: dict[str, Any], timeline: list[list[float]] | None) -> int:
         with self._lock:
             seq = self._next_seq
             self._next_seq += 1
-            self._backlog.append(StoredEvent(seq, event.id, event.camera, event.type, wall,
-                                             payload, False))
+            self._backlog.append(StoredEvent(seq, event_id, camera, kind, wall, payload, False,
+                                             timeline))
             self._pending += 1
             self._flush()
         return seq
+
+    def events(self, camera: str | None = None, since: float | None = None,
+               until: float | None = None, verdict: str | None = None, limit: int = 50,
+               offset: int = 0, ids: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """Events (one item each, newest first) as written to disk; with `ids`, their timelines."""
+        with self._lock:
+            try:
+                return event_index.listing(self._conn, camera, since, until, verdict, limit,
+                                           offset, ids)
+            except sqlite3.Error as exc:
+                self._set_healthy(False, exc)
+                return []
 
     def unpublished(self, limit: int = 100) -> list[StoredEvent]:
         """The oldest unpublished events, in sequence order; retries a pending backlog first."""
@@ -230,9 +267,11 @@ class EventStore:
     def _delete(self, where: str, args: tuple[Any, ...]) -> int:
         with self._lock:
             try:
-                with self._conn:
-                    cur = self._conn.execute(f"DELETE FROM events {where}", args)
-                return cur.rowcount
+                with self._conn:  # rowcount read at once: a cursor kept open would lock checkpoints
+                    count = self._conn.execute(f"DELETE FROM events {where}", args).rowcount
+                    if count:
+                        event_index.forget_pruned(self._conn)
+                return count
             except sqlite3.Error as exc:
                 self.write_failures += 1
                 self._set_healthy(False, exc)
@@ -270,6 +309,8 @@ class EventStore:
                       int(e.published or e.seq in self._marks)) for e in self._backlog])
                 self._conn.executemany("UPDATE events SET published = 1 WHERE seq = ?",
                                        [(s,) for s in sorted(self._marks)])
+                event_index.record(self._conn, [(e.seq, e.event_id, e.camera, e.type, e.payload,
+                                                 e.timeline) for e in self._backlog])
         except sqlite3.Error as exc:  # locked, disk full, I/O error, a damaged file
             self.write_failures += 1
             self._set_healthy(False, exc)
@@ -290,9 +331,10 @@ class EventStore:
 
 
 def stored_events(storage: StorageConfig, where: str, camera: str | None, since: float | None,
-                  limit: int) -> list[StoredEvent]:
-    """What `events` lists: the newest `limit` stored events matching the filters, oldest first;
-    errors name the config (`where`) and storage.path. Never creates a store by reading one."""
+                  limit: int) -> list[tuple[StoredEvent, str | None]]:
+    """What `events` lists: the newest `limit` stored messages matching the filters, oldest first,
+    each with its event's current verdict; errors name the config (`where`) and storage.path.
+    Never creates a store by reading one."""
     path = Path(storage.path) / FILE_NAME
     if not path.is_file():  # never create an empty store by asking what is in it
         raise ConfigError(f"{where}: storage.path: no event store at {path} "
@@ -302,7 +344,10 @@ def stored_events(storage: StorageConfig, where: str, camera: str | None, since:
     except UserError as exc:  # not SQLite, or unreadable: say which key led there
         raise ConfigError(f"{where}: storage.path: {exc}") from None
     try:
-        return store.query(camera, since, limit)
+        rows = store.query(camera, since, limit)
+        ids = tuple({r.event_id for r in rows})
+        verdicts = {e["id"]: e["verdict"] for e in store.events(ids=ids, limit=len(ids))} if ids else {}
+        return [(r, verdicts.get(r.event_id)) for r in rows]
     finally:
         store.close()
 

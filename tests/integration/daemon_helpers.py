@@ -24,6 +24,8 @@ from typing import Any
 import cv2
 from prometheus_client.parser import text_string_to_metric_families
 
+from schema_check import errors
+
 from stream_detector.capture import Injection
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,26 @@ def write_clip(src: Path, dst: Path, first: int, count: int, injection: Injectio
     return dst
 
 
+# --- event payloads -------------------------------------------------------------------------------
+
+SCHEMA = json.loads((ROOT / "stream_detector" / "schema" / "event.schema.json").read_text())
+
+
+def check_event_sequences(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Group payloads by event id; each must read new, update..., end, chained through `before`."""
+    by_id: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        assert errors(e, SCHEMA) == [], e
+        by_id.setdefault(e["after"]["id"], []).append(e)
+    for seq in by_id.values():
+        types = [e["type"] for e in seq]
+        assert types[0] == "new" and types[-1] == "end" and set(types[1:-1]) <= {"update"}, types
+        assert [e["before"] for e in seq] == [None] + [e["after"] for e in seq[:-1]]
+        start, end = seq[0]["after"], seq[-1]["after"]
+        assert end["end_time"] >= start["start_time"] and end["stream_end"] >= start["stream_start"]
+    return list(by_id.values())
+
+
 # --- config files ---------------------------------------------------------------------------------
 
 
@@ -69,11 +91,13 @@ def _value(value: Any) -> str:
         return json.dumps(value)  # JSON's escapes are valid in TOML basic strings
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: a list of them is an array of tables
+        return "{" + ", ".join(f"{_key(k)} = {_value(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {value!r}")
 
 
 def to_toml(doc: dict[str, Any]) -> str:
-    """TOML for nested dicts (tables) of strings, numbers, booleans and lists."""
+    """TOML for nested dicts (tables) of strings, numbers, booleans, lists and lists of tables."""
     lines: list[str] = []
 
     def table(path: list[str], data: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ tests/integration/conftest.py because that file would shadow tests/conftest.py a
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -99,6 +100,15 @@ def running_broker(workdir: Path, **kw: Any) -> Iterator[Broker]:
 
 
 Message = tuple[str, bytes, bool]  # topic, payload, retained
+
+
+def payloads(messages: list[Message], topic: str) -> list[dict[str, Any]]:
+    """JSON payloads on `topic` in arrival order, without redeliveries (delivery is at least once)."""
+    out: list[dict[str, Any]] = []
+    for t, raw, _ in messages:
+        if t == topic and (payload := json.loads(raw)) not in out:
+            out.append(payload)
+    return out
 
 
 class Subscriber:

@@ -14,6 +14,8 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,12 +65,14 @@ class RtspServer:
         self.port = free_port()
         self.url = f"rtsp://127.0.0.1:{self.port}/test"
         self.clip, self.logfile, self.auth = clip, logfile, auth
+        self.size = (384, 288)  # what it streams; a restart may change it
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> None:
         with open(self.logfile, "ab") as log:
             self.proc = subprocess.Popen(
                 [GI_PYTHON, str(SERVER), "--port", str(self.port), "--file", str(self.clip),
+                 "--width", str(self.size[0]), "--height", str(self.size[1]),
                  *(["--auth", self.auth] if self.auth else [])],
                 stdout=subprocess.PIPE, stderr=log)
         assert self.proc.stdout is not None
@@ -91,6 +95,18 @@ class RtspServer:
         if self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
         self.proc = None
+
+
+@contextmanager
+def serving(clip: Path, logfile: Path) -> Iterator[RtspServer]:
+    """An RtspServer streaming `clip`, killed however the test ends (fixtures wrap it)."""
+    require_gi_python()
+    server = RtspServer(clip, logfile)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 class Recorder:

@@ -67,7 +67,9 @@ def test_two_camera_counts_and_bench_to_json(workdir: Path) -> None:
         assert 0 < p50 <= p99, run
         assert number(run["cpu_percent"]) > 0, run
         assert number(run["rss_mb"]) > 0, run
-        assert run["children"] == 0, run  # files are read with OpenCV, in the daemon's process
+        # Files are read with OpenCV, in the daemon's process; each camera's only child encodes
+        # its frames for event clips, and is counted apart.
+        assert run["children"] == run["recorders"] == run["cameras"], run
     assert doc["runs"][0]["rss_per_extra_camera_mb"] is None  # N=1 is the reference
     number(doc["runs"][1]["rss_per_extra_camera_mb"])
     assert number(doc["bench"]["full_over_decode"]) > 0
@@ -88,10 +90,12 @@ def test_ffmpeg_capture_children_are_measured_apart(workdir: Path) -> None:
     assert done.returncode == 0, done.stderr
     (run,) = json.loads(out.read_text())["runs"]
     assert number(run["frames_scored"]) > 0, run
-    # One ffmpeg per camera, decoding outside the daemon's own CPU and memory figures.
-    assert run["children"] == 2, run
+    # One ffmpeg per camera decoding, and one encoding its frames for clips, outside the daemon's
+    # own CPU and memory figures.
+    assert run["children"] == 4 and run["recorders"] == 2, run
     assert number(run["children_cpu_percent"]) > 0 and number(run["children_pss_mb"]) > 0, run
-    assert "2 child processes: CPU " in done.stdout
+    assert number(run["recorders_cpu_percent"]) > 0, run
+    assert "4 child processes: CPU " in done.stdout and "of which 2 recording for clips" in done.stdout
 
 
 def test_a_daemon_that_exits_at_once_is_an_error_with_its_log(workdir: Path) -> None:

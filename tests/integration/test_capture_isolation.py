@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cut
-from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, require_gi_python, wait_frame
+from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, serving, wait_frame
 
 from stream_detector.capture import (
     Backoff,
@@ -75,13 +75,8 @@ class BlackHole:
 
 @pytest.fixture()
 def server(vtest: Path, tmp_path: Path) -> Iterator[RtspServer]:
-    require_gi_python()
-    srv = RtspServer(vtest, tmp_path / "rtsp_server.log")
-    srv.start()
-    try:
+    with serving(vtest, tmp_path / "rtsp_server.log") as srv:
         yield srv
-    finally:
-        srv.kill()
 
 
 @pytest.fixture()

@@ -92,13 +92,16 @@ def test_sigkill_leaves_no_ffmpeg_reader_behind_and_a_restart_reads_again(
         daemon = DaemonProcess(config, doc["metrics"]["port"], tmp_path, name=name)
         try:
             daemon.wait_metric("stream_detector_stream_up", lambda v: v == 1, 60, camera="door")
+            daemon.wait_metric("stream_detector_recorder_up", lambda v: v == 1, 30, camera="door")
             readers = ffmpeg_children(daemon.proc.pid)
-            assert len(readers) == 1, readers  # one ffmpeg per camera, none left from before
+            # Per camera one ffmpeg reading and one recording for clips, none left from before.
+            assert len(readers) == 2, readers
             daemon.signal(signal.SIGKILL)
             daemon.proc.wait(10)
-            # Nobody closes the child: it must notice by itself that its reader is gone.
+            # Nobody closes the children: each must notice by itself that its reader is gone (the
+            # recorder at its next segment, whose name it writes into the daemon's pipe).
             wait_for(lambda: not any(running(p) for p in readers), 15,
-                     "the killed daemon's ffmpeg to exit")
+                     "the killed daemon's ffmpeg processes to exit")
         finally:
             daemon.close()
 
@@ -285,6 +288,8 @@ def test_sighup_announces_added_cameras_to_home_assistant_and_clears_removed_one
         try:
             daemon.wait_metric("stream_detector_mqtt_connected", lambda v: v == 1, 60)
             sub.wait_for(lambda m: any("door_anomaly" in t for t, _, _ in m))
+            with subscribed(broker.port, f"{PREFIX}/door/#") as before:  # set, so clearing counts
+                before.wait_for(lambda m: (f"{PREFIX}/door/tampered", b"OFF", True) in m)
             doc["cameras"] = {"yard": {"source": str(clips["plain"]), "loop": True}}
             write_config(config, doc)
             daemon.signal(signal.SIGHUP)  # yard added, door removed
@@ -293,10 +298,12 @@ def test_sighup_announces_added_cameras_to_home_assistant_and_clears_removed_one
                                 and (door, b"", False) in m, timeout=30)
             with subscribed(broker.port, f"{PREFIX}/#") as late:  # what a newcomer is told
                 retained = dict((t, p) for t, p, r in late.wait_for(
-                    lambda m: (f"{PREFIX}/yard/anomaly", b"OFF", True) in m) if r)
+                    lambda m: (f"{PREFIX}/yard/anomaly", b"OFF", True) in m
+                    and (f"{PREFIX}/yard/tampered", b"OFF", True) in m) if r)
         finally:
             daemon.close()
     assert f"{PREFIX}/door/anomaly" not in retained  # the removed camera's state was cleared
+    assert f"{PREFIX}/door/tampered" not in retained
     configs = {t: json.loads(p) for t, p, _ in msgs if p}
     yard = configs[f"ha/binary_sensor/{PREFIX}/yard_anomaly/config"]
     assert yard["state_topic"] == f"{PREFIX}/yard/anomaly"

@@ -82,7 +82,7 @@ def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -
             first = sub.wait_for(lambda m: len(m) >= 1)[0]
             assert first == (f"{PREFIX}/available", b"online", True)
         with subscribed(broker.port, "homeassistant/#") as ha:
-            msgs = ha.wait_for(lambda m: len(m) >= 4)
+            msgs = ha.wait_for(lambda m: len(m) >= 8)
         with subscribed(broker.port, f"{PREFIX}/available") as sub:
             sink.stop()  # says offline itself: a clean disconnect suppresses the Will
             sub.wait_for(lambda m: any(p == b"offline" for _, p, _ in m))
@@ -90,13 +90,21 @@ def test_available_online_retained_discovery_and_clean_offline(broker: Broker) -
     configs = {t: json.loads(p) for t, p, retained in msgs if retained}
     assert set(configs) == {f"homeassistant/{kind}/{PREFIX}/{cam}_{what}/config"
                             for cam in ("door", "yard")
-                            for kind, what in (("binary_sensor", "anomaly"), ("sensor", "score"))}
+                            for kind, what in (("binary_sensor", "anomaly"),
+                                               ("binary_sensor", "tampered"), ("sensor", "score"),
+                                               ("image", "snapshot"))}
     door = configs[f"homeassistant/binary_sensor/{PREFIX}/door_anomaly/config"]
     assert door["state_topic"] == f"{PREFIX}/door/anomaly"
     keys = ("payload_on", "payload_off", "device_class")
     assert [door[k] for k in keys] == ["ON", "OFF", "motion"]
     assert door["availability_topic"] == f"{PREFIX}/available"
-    assert len({c["unique_id"] for c in configs.values()}) == 4
+    tampered = configs[f"homeassistant/binary_sensor/{PREFIX}/door_tampered/config"]
+    assert tampered["state_topic"] == f"{PREFIX}/door/tampered"
+    assert [tampered[k] for k in keys] == ["ON", "OFF", "problem"]  # Home Assistant's problem sensor
+    assert len({c["unique_id"] for c in configs.values()}) == 8
+    image = configs[f"homeassistant/image/{PREFIX}/door_snapshot/config"]
+    assert image["image_topic"] == f"{PREFIX}/door/snapshot"
+    assert image["json_attributes_topic"] == door["json_attributes_topic"] == f"{PREFIX}/door/last_event"
 
 
 def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_path: Path) -> None:
@@ -135,6 +143,41 @@ def test_events_in_order_schema_valid_and_retained_state(broker: Broker, tmp_pat
     store.close()
 
 
+def test_a_verdict_set_over_mqtt_is_stored_published_and_shown_in_the_last_event(
+        broker: Broker, tmp_path: Path) -> None:
+    from stream_detector.outputs import Reviews
+
+    store = EventStore(tmp_path / "events.sqlite")
+    publisher: Publisher | None = None
+    reviews = Reviews(store, lambda: publisher.wake() if publisher else None)
+    verdict_schema = json.loads((ROOT / "stream_detector" / "schema" / "verdict.schema.json")
+                                .read_text())
+    with subscribed(broker.port, f"{PREFIX}/#") as sub, \
+            running_sink(config(broker), ["door"], on_verdict=reviews.from_mqtt,
+                         public_url=lambda: "http://cams.example:9108") as sink:
+        publisher = Publisher(store, Sinks([sink], sink))
+        publisher.start()
+        for ev, payload in event_stream(1):
+            store.append(ev, payload)
+        publisher.wake()
+        sub.wait_for(lambda m: any(t == f"{PREFIX}/door/last_event" for t, _, _ in m))
+        with subscribed(broker.port, f"{PREFIX}/door/verdict/set") as cmd:  # a client of ours
+            cmd._client.publish(f"{PREFIX}/door/verdict/set", b"not json", qos=1)
+            cmd._client.publish(f"{PREFIX}/door/verdict/set",
+                               json.dumps({"id": "ev0", "verdict": "false_alarm"}), qos=1)
+            sub.wait_for(lambda m: any(t == f"{PREFIX}/events/verdict" for t, _, _ in m))
+        sub.wait_for(lambda m: b"false_alarm" in m[-1][1] and m[-1][0].endswith("last_event"))
+        assert publisher.stop(5)
+    verdicts = [json.loads(p) for p in sub.on(f"{PREFIX}/events/verdict")]
+    assert [(v["id"], v["verdict"], v["source"]) for v in verdicts] == [("ev0", "false_alarm", "mqtt")]
+    assert errors(verdicts[0], verdict_schema) == []
+    last = [json.loads(p) for p in sub.on(f"{PREFIX}/door/last_event")]
+    assert last[-1]["event_id"] == "ev0" and last[-1]["verdict"] == "false_alarm"
+    assert last[-1]["snapshot_url"] is None and last[-1]["clip_url"] is None  # none were made
+    assert store.events()[0]["verdict"] == "false_alarm"
+    store.close()
+
+
 def test_removed_cameras_leave_no_retained_state_or_snapshot_even_if_removed_offline(
         tmp_path: Path) -> None:
     # Root, so that mosquitto can write its persistence file under pytest's private folder: the
@@ -145,6 +188,9 @@ def test_removed_cameras_leave_no_retained_state_or_snapshot_even_if_removed_off
         for cam in ("door", "yard", "gate"):
             sink.anomaly_state(cam, True)
             sink.snapshot(cam, b"jpeg of " + cam.encode())
+            ev, payload = next(event_stream(1))
+            payload["after"]["camera"] = cam  # retains <camera>/last_event
+            assert sink.deliver_event(1, payload)
         with subscribed(broker.port, f"{PREFIX}/gate/snapshot") as sub:
             sub.wait_for(lambda m: len(m) >= 1)
         sink.cameras_changed(["door", "gate"])  # yard removed by a reload
@@ -158,7 +204,8 @@ def test_removed_cameras_leave_no_retained_state_or_snapshot_even_if_removed_off
             late.wait_for(lambda m: (f"{PREFIX}/door/snapshot", b"jpeg of door", True) in m)
             time.sleep(0.5)  # anything else retained arrives with it
             retained = {t for t, _, r in late.messages if r}
-    assert retained == {f"{PREFIX}/available", f"{PREFIX}/door/anomaly", f"{PREFIX}/door/snapshot"}
+    assert retained == {f"{PREFIX}/available", f"{PREFIX}/door/anomaly", f"{PREFIX}/door/snapshot",
+                        f"{PREFIX}/door/last_event"}
 
 
 def test_schema_rejects_malformed_payloads() -> None:

@@ -32,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 ALERTS = ("StreamDetectorDown", "StreamDetectorCameraDown", "StreamDetectorNoFrames",
           "StreamDetectorHighDropRate", "StreamDetectorAnomalyActive", "StreamDetectorMqttDisconnected",
-          "StreamDetectorCameraNotScored", "StreamDetectorStoreFailing", "StreamDetectorWorkerStalled")
+          "StreamDetectorCameraNotScored", "StreamDetectorStoreFailing", "StreamDetectorWorkerStalled",
+          "StreamDetectorCameraTampered")
 
 
 class FakeStore:
@@ -65,6 +66,8 @@ class FakeDaemon:
         m.event("yard", "start", 0.3)
         m.event("yard", "end", None)
         m.stream_state("yard", False)  # yard is down from here on; door keeps an open anomaly
+        m.tampered("door", False)
+        m.tampered("yard", True)  # its picture stopped matching its scene before it went down
 
     def _run(self) -> None:
         n = 0
@@ -143,7 +146,8 @@ def test_every_alert_query_returns_series(prometheus: Prometheus) -> None:
 
 
 def test_rules_evaluate_and_fire(prometheus: Prometheus) -> None:
-    """Prometheus evaluates every rule without error; the open anomaly fires, yard is pending down."""
+    """Prometheus evaluates every rule without error; the open anomaly and yard's tampered picture
+    fire, yard is pending down."""
     wait_for(lambda: all(r["health"] == "ok" for r in alert_rules(prometheus).values()),
              15, "every alert rule to be evaluated")
 
@@ -153,7 +157,10 @@ def test_rules_evaluate_and_fire(prometheus: Prometheus) -> None:
 
     wait_for(lambda: alerts().get(("StreamDetectorAnomalyActive", "door")) == "firing", 15,
              "StreamDetectorAnomalyActive to fire for door")
+    wait_for(lambda: alerts().get(("StreamDetectorCameraTampered", "yard")) == "firing", 15,
+             "StreamDetectorCameraTampered to fire for yard")
     current = alerts()
+    assert ("StreamDetectorCameraTampered", "door") not in current
     assert current.get(("StreamDetectorCameraDown", "yard")) == "pending"  # for: 1m
     assert ("StreamDetectorCameraDown", "door") not in current
     assert ("StreamDetectorAnomalyActive", "yard") not in current  # its event ended

@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from rtsp_helpers import Recorder, RtspServer, require_ffmpeg, require_gi_python, wait_frame
+from rtsp_helpers import (
+    Recorder,
+    RtspServer,
+    require_ffmpeg,
+    require_gi_python,
+    serving,
+    wait_frame,
+)
 
 from stream_detector.capture import (
     Backoff,
@@ -36,12 +43,8 @@ def gi_python() -> str:
 
 @pytest.fixture()
 def server(gi_python: str, vtest: Path, tmp_path: Path) -> Iterator[RtspServer]:
-    srv = RtspServer(vtest, tmp_path / "rtsp_server.log")
-    srv.start()
-    try:
+    with serving(vtest, tmp_path / "rtsp_server.log") as srv:
         yield srv
-    finally:
-        srv.kill()
 
 
 @pytest.fixture(params=["opencv", "ffmpeg"])

@@ -84,6 +84,8 @@ def test_passwords_given_as_variables_are_found_nowhere(camera: RtspServer, brok
         for cam in ("door", "yard"):  # the camera took the password: it was really used
             daemon.wait_metric("stream_detector_stream_up", lambda v: v == 1, 90, camera=cam)
         daemon.wait_metric("stream_detector_mqtt_connected", lambda v: v == 1, 30)
+        # door's clip recorder copies the stream with the password given on a pipe too
+        daemon.wait_metric("stream_detector_recorder_up", lambda v: v == 1, 30, camera="door")
         daemon.wait_log("camera gate: cannot open stream", timeout=30)
         # Every process but the test's camera, which is given its own password to check
         ps = "\n".join(line for line in subprocess.run(

@@ -26,6 +26,7 @@ import pytest
 from conftest import VTEST, build_detector, export_tiny, tiny_config
 
 from stream_detector import cli
+from stream_detector.config import DEFAULT_MODEL
 from stream_detector.model.manifest import sign
 
 BASE = {  # added to every config that does not set the table itself: nothing escapes TMP
@@ -34,8 +35,10 @@ BASE = {  # added to every config that does not set the table itself: nothing es
     "mqtt": '[mqtt]\nhost = "127.0.0.1"\nport = BROKER\n',  # a real listener: must see no connection
 }
 CAMERA = '[cameras.door]\nsource = "CLIP"\n'
+API_OFF = "[api]\nenabled = false\n"  # a metrics host off the loopback would need a token'
 MODEL_CAMERA = '[cameras.door]\nsource = "CLIP"\nmodel = "TMP/model"\n'
 META = "TMP/model/metadata.json"
+MODELS = '[[cameras.door.models]]\nname = "{name}"\nmodel = "{model}"\n{rule}'
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,14 @@ def in_model(name: str, data: bytes | None, resign: bool = False) -> Callable[[P
         if resign:
             sign(model_dir)
     return apply
+
+
+def empty_store(tmp: Path) -> None:
+    """An event store with no verdict in it."""
+    from stream_detector.outputs import EventStore
+
+    (tmp / "store").mkdir()
+    EventStore(tmp / "store" / "events.sqlite").close()
 
 
 def truncate_model(model_dir: Path) -> None:
@@ -211,6 +222,33 @@ CASES = [
         config=CAMERA + 'hwaccel = "cuda"\n'),
     Bad("hwaccel this ffmpeg does not know", r"cameras\.door\.hwaccel: 'nosuch' is not a method this ffmpeg knows",
         config=CAMERA + 'capture = "ffmpeg"\nhwaccel = "nosuch"\n'),
+    # --- a camera's models and their rules, tamper ---
+    Bad("models and model both", r"cameras\.door\.models: set model or models, not both",
+        config=MODEL_CAMERA + MODELS.format(name="night", model="TMP/model", rule="")),
+    Bad("model name with a space", r"cameras\.door\.models\[0\]\.name: model names use letters",
+        config=CAMERA + MODELS.format(name="night vision", model="TMP/model", rule="")),
+    Bad("two models of one name", r"cameras\.door\.models: model name 'night' is used twice",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule="") * 2),
+    Bad("model picture unknown", r"cameras\.door\.models\[0\]\.picture: must be grey, colour or empty",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='picture = "dark"\n')),
+    Bad("model hours not HH:MM-HH:MM", r"cameras\.door\.models\[0\]\.hours: '7pm-7am': expected HH:MM",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='hours = "7pm-7am"\n')),
+    Bad("model hours of no length", r"cameras\.door\.models\[0\]\.hours: .*start and end are the same",
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='hours = "07:00-07:00"\n')),
+    Bad("models entry without a model", r"cameras\.door\.models\[0\]\.model: required key missing",
+        config=CAMERA + '[[cameras.door.models]]\nname = "night"\n'),
+    Bad("models entry's directory missing", r"cameras\.door\.models\[1\]\.model: TMP/no-model: model directory not found",
+        config=CAMERA + MODELS.format(name="day", model="TMP/model", rule="")
+        + MODELS.format(name="night", model="TMP/no-model", rule="")),
+    Bad("models that prepare frames differently", r"cameras\.door\.models\[1\]\.model: TMP/vtest has working_size",
+        config=CAMERA + MODELS.format(name="day", model="TMP/model", rule="")
+        + MODELS.format(name="night", model="TMP/vtest", rule='picture = "grey"\n'),
+        prepare=lambda tmp: shutil.copytree(DEFAULT_MODEL, tmp / "vtest")),
+    Bad("tamper_after = 0", r"cameras\.door\.tamper_after: must be in 1\.\.600",
+        config=CAMERA + "tamper_after = 0\n"),
+    Bad("tamper not a bool", r"cameras\.door\.tamper: expected bool", config=CAMERA + 'tamper = "off"\n'),
+    Bad("detector table out of range", r"detector\.window: must be in 3\.\.32",
+        config=CAMERA + "[detector]\nwindow = 1\n"),
     # --- storage ---
     Bad("storage is a file", r"storage\.path: .* is not a directory",
         config=CAMERA + '[storage]\npath = "TMP/afile"\n', prepare=write("afile", "x")),
@@ -225,11 +263,11 @@ CASES = [
     Bad("metrics port in use", r"metrics\.port: \d+ is already in use",
         config=CAMERA + "[metrics]\nport = BUSY\n"),
     Bad("metrics host does not resolve", r"metrics\.host: 'no-such-host\.invalid' does not resolve",
-        config=CAMERA + '[metrics]\nhost = "no-such-host.invalid"\nport = 0\n'),
+        config=CAMERA + '[metrics]\nhost = "no-such-host.invalid"\nport = 0\n' + API_OFF),
     Bad("metrics host 256.1.1.1", r"metrics\.host: '256\.1\.1\.1' does not resolve",
-        config=CAMERA + '[metrics]\nhost = "256.1.1.1"\nport = 0\n'),
+        config=CAMERA + '[metrics]\nhost = "256.1.1.1"\nport = 0\n' + API_OFF),
     Bad("metrics host not on this machine", r"metrics\.host: 192\.0\.2\.1 is not an address of this machine",
-        config=CAMERA + '[metrics]\nhost = "192.0.2.1"\nport = 0\n'),
+        config=CAMERA + '[metrics]\nhost = "192.0.2.1"\nport = 0\n' + API_OFF),
     Bad("metrics port < 0", r"metrics\.port: must be in", config=CAMERA + "[metrics]\nport = -1\n"),
     Bad("metrics ready_after = 0", r"metrics\.ready_after: must be in", config=CAMERA + "[metrics]\nready_after = 0\n"),
     # --- MQTT ---
@@ -353,6 +391,38 @@ CASES = [
     Bad("model.pt missing", r"model\.pt is missing", config=MODEL_CAMERA, model=in_model("model.pt", None)),
     Bad("model.pt random bytes, re-signed", r"model\.pt: not a loadable TorchScript file", config=MODEL_CAMERA,
         model=in_model("model.pt", RANDOM, resign=True)),
+    # --- event clips and the review API ---
+    Bad("pre_capture = 120", r"cameras\.door\.pre_capture: must be in 0\.\.60",
+        config=CAMERA + "pre_capture = 120\n"),
+    Bad("post_capture = -1", r"cameras\.door\.post_capture: must be in 0\.\.60",
+        config=CAMERA + "post_capture = -1\n"),
+    Bad("clip = 'yes'", r"cameras\.door\.clip: expected bool", config=CAMERA + 'clip = "yes"\n'),
+    Bad("api token too short", r"api\.token: must be 16\.\.256 printable characters",
+        config=CAMERA + '[api]\ntoken = "secret"\n'),
+    Bad("api token and token_file", r"api\.token_file: set token or token_file, not both",
+        config=CAMERA + '[api]\ntoken = "0123456789abcdef"\ntoken_file = "TMP/t"\n'),
+    Bad("api public_url not http", r"api\.public_url: must be an http:// or https:// URL",
+        config=CAMERA + '[api]\npublic_url = "ftp://x"\n'),
+    Bad("api open to the network without a token", r"api\.token: required when metrics\.host \(0\.0\.0\.0\)",
+        config=CAMERA + '[metrics]\nhost = "0.0.0.0"\nport = 0\n'),
+    Bad("api token_file missing", r"api\.token_file: TMP/none: cannot read \(No such file",
+        config=CAMERA + '[api]\ntoken_file = "TMP/none"\n'),
+    Bad("api token_file with two lines", r"api\.token: must not contain control characters",
+        config=CAMERA + '[api]\ntoken_file = "TMP/token"\n',
+        prepare=write("token", "0123456789abcdef\nZq9k second line\n")),
+    Bad("unknown api key", r"api\.tokn: unknown key", config=CAMERA + '[api]\ntokn = "x"\n'),
+    Bad("tune without a store", r"--store: no event store at TMP/none",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP/none", "--out", "TMP/new"), names=""),
+    Bad("tune --out the model itself", r"--out: must be a new directory, not --model",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP", "--out", "TMP/model"), names=""),
+    Bad("tune --out not empty", r"--out: TMP/model exists and is not empty",
+        argv=("tune", "--model", "TMP/m2", "--store", "TMP", "--out", "TMP/model"), names=""),
+    Bad("tune --camera with a space", r"--camera 'a b': camera names",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP", "--out", "TMP/new", "--camera",
+              "a b"), names=""),
+    Bad("tune with no false alarm to learn from", r"--store: TMP/store: no event marked false_alarm",
+        argv=("tune", "--model", "TMP/model", "--store", "TMP/store", "--out", "TMP/new"), names="",
+        prepare=empty_store),
     # --- command-line arguments and `events` options ---
     Bad("no command", r"the following arguments are required: command", argv=(), names=""),
     Bad("unknown command", r"argument command: invalid choice: 'start'", argv=("start",), names=""),
@@ -382,6 +452,68 @@ CASES = [
         argv=("eval", "--data", "TMP", "--report", "TMP/r", "--false-alarms-per-hour", "nan"), names=""),
     Bad("fit --epochs -1", r"argument --epochs: -1 is not in", argv=("fit", "--source", "CLIP", "--out",
         "TMP/m", "--epochs", "-1"), names=""),
+    # --- fit from a live camera, record ---
+    Bad("fit without a source", r"fit: give --source", argv=("fit", "--out", "TMP/m"), names=""),
+    Bad("fit a camera without --duration", r"fit: a live camera needs --duration",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--out", "TMP/m"), names=""),
+    Bad("fit --duration for files", r"fit: --duration is for recording a live camera",
+        argv=("fit", "--source", "CLIP", "--duration", "20m", "--out", "TMP/m"), names=""),
+    Bad("fit --duration 20x", r"argument --duration: '20x' is not a duration like 90s",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20x",
+              "--out", "TMP/m"), names=""),
+    Bad("fit --duration 40d", r"argument --duration: 40d is not between 1s and 30d",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "40d",
+              "--out", "TMP/m"), names=""),
+    Bad("fit --every without --take", r"--every and --take go together",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
+              "1h", "--out", "TMP/m"), names=""),
+    Bad("fit --take longer than --every", r"need take <= every <= duration",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
+              "1h", "--take", "2h", "--out", "TMP/m"), names=""),
+    Bad("fit --duration 3s", r"3s of footage is too little to fit a model",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "3s",
+              "--out", "TMP/m"), names=""),
+    Bad("fit a camera and files at once", r"fit: --source rtsp://127\.0\.0\.1:\d+/stream: record one camera at a time",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--source", "CLIP",
+              "--duration", "20", "--out", "TMP/m"), names=""),
+    Bad("fit from an unreachable camera", r"rtsp://127\.0\.0\.1:\d+/stream: cannot open .*Connection refused",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--out", "TMP/m"), names=""),
+    Bad("fit --keep-footage a file", r"fit: --keep-footage: TMP/afile is a file",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--keep-footage", "TMP/afile", "--out", "TMP/m"), names="", prepare=write("afile", "x")),
+    Bad("fit --camera without --config", r"fit: --camera needs --config FILE",
+        argv=("fit", "--camera", "door", "--duration", "20", "--out", "TMP/m"), names=""),
+    Bad("fit --camera not in the config", r"cameras\.yard: no such camera \(enabled: door\)",
+        argv=("fit", "--config", "CFG", "--camera", "yard", "--duration", "20", "--out", "TMP/m"),
+        config=CAMERA),
+    Bad("fit --split without --camera", r"fit: --split needs --camera NAME and --config FILE",
+        argv=("fit", "--source", "CLIP", "--split", "--out", "TMP/m"), names=""),
+    Bad("fit --split a camera of one model", r"cameras\.door\.models: --split needs a camera with two or more",
+        argv=("fit", "--config", "CFG", "--camera", "door", "--split", "--duration", "20",
+              "--out", "TMP/m"), config=CAMERA),
+    Bad("fit --split footage that no rule of a model selects",
+        r"cameras\.door\.models\[0\] \(night\): no footage matches its rule \(picture grey\)",
+        argv=("fit", "--config", "CFG", "--camera", "door", "--split", "--source", "CLIP",
+              "--out", "TMP/m"),
+        config=CAMERA + MODELS.format(name="night", model="TMP/model", rule='picture = "grey"\n')
+        + MODELS.format(name="day", model="TMP/model", rule="")),
+    Bad("record a file", r"record: --source must be a camera URL or USB device",
+        argv=("record", "--source", "CLIP", "--duration", "20", "--out", "TMP/f"), names=""),
+    Bad("record --out a file", r"record: --out: TMP/afile is a file",
+        argv=("record", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--out", "TMP/afile"), names="", prepare=write("afile", "x")),
+    Bad("record without a source", r"record: give --source \(a camera URL\) or --camera NAME",
+        argv=("record", "--duration", "20", "--out", "TMP/f"), names=""),
+    Bad("record --source and --camera both", r"record: give --source or --camera, not both$",
+        argv=("record", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--config", "CFG", "--camera",
+              "door", "--duration", "20", "--out", "TMP/f"), config=CAMERA, names=""),
+    Bad("record --fps 0", r"record: argument --fps: 0 is not a finite number > 0",
+        argv=("record", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "20",
+              "--fps", "0", "--out", "TMP/f"), names=""),
+    Bad("fit --every 0", r"fit: argument --every: 0 is not between 1s and 30d",
+        argv=("fit", "--source", "rtsp://127.0.0.1:CLOSED/stream", "--duration", "1d", "--every",
+              "0", "--take", "1", "--out", "TMP/m"), names=""),
     Bad("score --device tpu", r"argument --device: invalid choice: 'tpu'",
         argv=("score", "--source", "CLIP", "--out", "TMP/s.csv", "--device", "tpu"), names=""),
     Bad("score with an edited model", rf"{META}: calibration: beta: must be a finite number",
@@ -516,6 +648,7 @@ def test_bad_input_is_one_line_naming_file_and_key_exit_2_nothing_started(
         if os.environ.get("BAD_INPUTS_TABLE") and argv is commands[0]:  # docs: see the end
             for k in ("CFG", "TMP", "CLIP", "PKI", "BROKER", "BUSY", "CLOSED"):
                 line = line.replace(subst[k], {"CFG": "FILE"}.get(k, k))
+            line = line.replace(str(DEFAULT_MODEL), "models/vtest")  # no path of this checkout
             with open(os.environ["BAD_INPUTS_TABLE"], "a") as fh:
                 fh.write(f"| {case.id} | {line.removeprefix('stream-detector: error: ')} |\n")
 

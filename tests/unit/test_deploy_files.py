@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from stream_detector.config import (
+    ApiConfig,
     CameraConfig,
     InferenceConfig,
     LoggingConfig,
@@ -47,9 +48,12 @@ def test_example_config_documents_every_key_with_a_valid_value() -> None:
     assert set(cfg.cameras) == {"front_door", "workshop"}
     assert set(doc["cameras"]["front_door"]) == field_names(CameraConfig)
     for table, cls in [("mqtt", MqttConfig), ("metrics", MetricsConfig), ("storage", StorageConfig),
-                       ("logging", LoggingConfig), ("inference", InferenceConfig)]:
+                       ("logging", LoggingConfig), ("inference", InferenceConfig),
+                       ("api", ApiConfig)]:
         assert set(doc[table]) == field_names(cls), table
     assert "device" in doc and "node_id" in doc
+    assert cfg.cameras["front_door"].models[0].picture == "grey"
+    assert cfg.detector.epochs == doc["detector"]["epochs"]  # [detector] for fit --camera
 
 
 def unit_settings(path: Path) -> dict[str, list[str]]:

@@ -19,7 +19,7 @@ LEVELS = {
     "capture": 2, "model": 2, "web": 2,
     "detect": 3, "outputs": 3,
     "daemon": 4, "offline": 4,
-    "cli": 5, "__main__": 6,
+    "arguments": 5, "cli": 6, "__main__": 7,
 }
 STAGES = [name for name in LEVELS if (PACKAGE / name).is_dir()]
 MAX_LINES = 400

@@ -49,12 +49,16 @@ def test_unset_variables_and_bad_references_name_the_key_and_the_variable() -> N
 def test_key_file_reads_the_value_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "pw").write_text("from-a-file\n")
     (tmp_path / "url").write_text("rtsp://viewer:f1le-pw@cam/live")
+    (tmp_path / "token").write_text("api-token-0123456789\n")
     doc = {"cameras": {"door": {"source_file": str(tmp_path / "url")}},
-           "mqtt": {"username": "sd", "password_file": "${DIR}/pw"}}
+           "mqtt": {"username": "sd", "password_file": "${DIR}/pw"},
+           "metrics": {"host": "0.0.0.0"}, "api": {"token_file": "${DIR}/token"}}
     cfg = parse_daemon_config(doc, "cfg.toml", {"DIR": str(tmp_path)})
     assert cfg.mqtt is not None and cfg.mqtt.password == "from-a-file"
     assert repr(cfg.mqtt.password) == f"<contents of {tmp_path / 'pw'}>"
     assert cfg.cameras["door"].source == "rtsp://viewer:f1le-pw@cam/live"
+    assert cfg.api.token == "api-token-0123456789"  # the review API's token: a secret too
+    assert ("api.token", "api-token-0123456789") in [(k, s) for k, _, s in cfg.secrets()]
 
 
 @pytest.mark.parametrize(("mqtt", "message"), [

@@ -1,11 +1,12 @@
 """The in-process Daemon: /healthz on a wedged writer, a dead capture thread restarted, a port
-taken after the check, and cameras with and without a substream (events in scored pixels,
-snapshots at the main stream's size, reloads).
+taken after the check, cameras with and without a substream (events in scored pixels, snapshots
+at the main stream's size, reloads), and a reload onto a tuned model.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import socket
 import threading
 import time
@@ -21,6 +22,7 @@ import pytest
 from conftest import ScriptedScorer
 
 from stream_detector.config import (
+    DEFAULT_MODEL,
     parse_daemon_config,
 )
 from stream_detector.daemon import Daemon
@@ -43,10 +45,10 @@ class BlockingStore(EventStore):
         self.entered = threading.Event()
         self.release = threading.Event()
 
-    def append(self, event: Event, payload: dict[str, Any]) -> int:
+    def append(self, event: Event, payload: dict[str, Any], timeline: Any = None) -> int:
         self.entered.set()
         self.release.wait(30)
-        return super().append(event, payload)
+        return super().append(event, payload, timeline)
 
 
 class Always:
@@ -275,3 +277,51 @@ def test_the_main_stream_reports_up_while_running_and_restarts_after_reload(
         assert daemon._main["door"] is not first
     finally:
         daemon.stop()
+
+
+def test_a_reload_switches_a_camera_to_a_tuned_model_ending_its_open_event(
+        tmp_path: Path, vtest: Path) -> None:
+    """`tune` writes a new directory; pointing the camera at it and reloading restarts that
+    camera on it: the event open on the old model ends and is stored, a new one starts on the new
+    model, and the old directory is left as it was (rollback)."""
+    tuned = tmp_path / "tuned"
+    shutil.copytree(DEFAULT_MODEL, tuned)  # a stand-in for tune's output: another sealed dir
+    before = {p.name: p.read_bytes() for p in DEFAULT_MODEL.iterdir() if p.is_file()}
+    camera = {"source": str(vtest), "realtime": True, "loop": True, "model": str(DEFAULT_MODEL)}
+
+    def config(model: Path) -> Any:
+        return parse_daemon_config({"cameras": {"door": {**camera, "model": str(model)}},
+                                    "metrics": {"port": 0},
+                                    "storage": {"path": str(tmp_path / "store"),
+                                                "snapshots": False}},  # Always has no cells
+                                   "test.toml")
+
+    daemon = Daemon(config(DEFAULT_MODEL), open(tmp_path / "stdout", "w"), scorer=Always)
+    daemon.start()
+
+    def rows() -> list[tuple[str, str]]:
+        return [(e.event_id, e.type) for e in daemon.store.query("door")]
+
+    def wait(ok: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not ok():
+            assert time.monotonic() < deadline, rows()
+            time.sleep(0.1)
+
+    try:
+        wait(lambda: any(t == "start" for _, t in rows()))
+        first = rows()[0][0]
+        daemon.reload(config(tuned))
+        assert [m.path for m in daemon._captures["door"].models] == [tuned]
+        wait(lambda: len({i for i, _ in rows()}) >= 2)
+    finally:
+        daemon.stop()
+    reader = EventStore(tmp_path / "store" / "events.sqlite")
+    try:
+        stored = [(e.event_id, e.type, e.payload["after"]["end_reason"])
+                  for e in reader.query("door")]
+    finally:
+        reader.close()
+    assert (first, "end", "camera removed") in stored  # ended at the reload, stored as usual
+    assert stored[-1][0] != first and stored[-1][1] == "end"  # then one on the new model
+    assert {p.name: p.read_bytes() for p in DEFAULT_MODEL.iterdir() if p.is_file()} == before

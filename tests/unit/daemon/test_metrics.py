@@ -187,3 +187,17 @@ def test_readiness_needs_a_model_and_a_recent_score(registry: CollectorRegistry)
     clock.now += 11.0
     ok, detail = m.readiness(10.0)
     assert not ok and detail["cameras"]["door"]["seconds_since_scored"] == pytest.approx(11.0)
+
+
+def test_the_active_model_and_the_tamper_state_per_camera(registry: CollectorRegistry) -> None:
+    m = Metrics(registry)
+    m.active_model("door", "day", ["night", "day"])
+    assert value(registry, "stream_detector_camera_tampered", camera="door") == 0
+    assert value(registry, "stream_detector_active_model", camera="door", model="night") == 0
+    m.active_model("door", "night")
+    m.tampered("door", True)
+    assert value(registry, "stream_detector_active_model", camera="door", model="night") == 1
+    assert value(registry, "stream_detector_active_model", camera="door", model="day") == 0
+    assert value(registry, "stream_detector_camera_tampered", camera="door") == 1
+    m.camera_removed("door")
+    assert 'camera="door"' not in exposition(registry)  # every model's series goes with it

@@ -1,6 +1,7 @@
 """The inference worker: stream losses in order with the frames, a timeline that survives
 reconnects and reloads, a scoring fault that rebuilds one camera's scorer, cameras of one model
-in one call.
+in one call; scene changes in order with the frames: a model switch carries the open event over, a
+tampered camera raises one camera_tampered event and no anomaly event until it clears.
 """
 
 from __future__ import annotations
@@ -15,10 +16,18 @@ import pytest
 from conftest import ScriptedScorer
 from prometheus_client import CollectorRegistry
 
-from stream_detector.capture import FrameQueue, is_stream_state
+from stream_detector.capture import FrameQueue, is_stream_state, never_dropped
 from stream_detector.daemon import Metrics
-from stream_detector.detect import EventPolicy, EventTracker, InferenceWorker, Item, Lane
-from stream_detector.messages import Event, EventOut, Frame, FrameScore, ScoreOut, StreamState
+from stream_detector.detect import TAMPERED, EventPolicy, EventTracker, InferenceWorker, Item, Lane
+from stream_detector.messages import (
+    Event,
+    EventOut,
+    Frame,
+    FrameScore,
+    SceneChange,
+    ScoreOut,
+    StreamState,
+)
 
 HIGH, LOW = 5.0, 0.0
 
@@ -36,17 +45,18 @@ def frame(t: float, score: float, index: int = 0, mono: float | None = None) -> 
 class Worker:
     """A running InferenceWorker with one lane; what it emits is recorded in order."""
 
-    def __init__(self, scorers: list[ScriptedScorer]) -> None:
+    def __init__(self, scorers: list[ScriptedScorer], models: TwoModels | None = None) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.cond = threading.Condition()
-        self.queue: FrameQueue[Item] = FrameQueue(1000, cond=self.cond, keep=is_stream_state)
+        self.queue: FrameQueue[Item] = FrameQueue(1000, cond=self.cond, keep=never_dropped)
         self.out: list[EventOut | ScoreOut] = []
         self.scorers = scorers
         self.built = 0
         self.stop = threading.Event()
         self.worker = InferenceWorker(self.cond, self.out.append, self.metrics, self.stop)
-        self.worker.add(Lane("door", self.queue, EventTracker("door", POLICY), self._make))
+        self.worker.add(Lane("door", self.queue, EventTracker("door", POLICY), self._make,
+                             models=models))
         self.worker.start()
 
     def _make(self, w: int, h: int) -> ScriptedScorer:
@@ -73,12 +83,26 @@ class Worker:
         assert not self.worker.is_alive()
 
 
+class TwoModels:
+    """A camera's models as the worker sees them: "day" scores first; "night" has its own policy,
+    whose low threshold (2.0) is above day's threshold (1.0)."""
+
+    def __init__(self) -> None:
+        self.active = "day"
+        self.policies = {"day": POLICY, "night": dataclasses.replace(POLICY, threshold=3.0,
+                                                                     low_threshold=2.0)}
+
+    def activate(self, name: str) -> EventPolicy:
+        self.active = name
+        return self.policies[name]
+
+
 @pytest.fixture()
 def worker() -> Iterator[Callable[..., Worker]]:
     made: list[Worker] = []
 
-    def make(*scorers: ScriptedScorer) -> Worker:
-        made.append(Worker(list(scorers) or [ScriptedScorer()]))
+    def make(*scorers: ScriptedScorer, models: TwoModels | None = None) -> Worker:
+        made.append(Worker(list(scorers) or [ScriptedScorer()], models))
         return made[-1]
     yield make
     for w in made:
@@ -202,3 +226,62 @@ def test_cameras_of_one_model_share_calls_and_a_faulty_one_is_isolated(
 
 def metrics_value(metrics: Metrics, name: str, labels: dict[str, str]) -> float:
     return metrics.registry.get_sample_value(f"stream_detector_{name}", labels) or 0.0
+
+
+def change(**kw: object) -> SceneChange:
+    return SceneChange("door", 3000.0, time.monotonic(), **kw)  # type: ignore[arg-type]
+
+
+def test_a_model_switch_carries_the_open_event_over_to_the_new_model(
+        worker: Callable[..., Worker]) -> None:
+    """One event across the switch: started under "day", ended under "night", same id; the new
+    model's scorer is built at the next frame and its policy judges from then on."""
+    models = TwoModels()
+    first, second = ScriptedScorer(), ScriptedScorer()
+    w = worker(first, second, models=models)
+    w.put(*[frame(i / 10, HIGH, i) for i in range(5)], change(model="night", why="picture grey"),
+          *[frame(0.5 + i / 10, 1.5, 5 + i) for i in range(15)])  # day would keep it open
+    w.wait(lambda: len(w.events()) == 2 and second.scored == 15)
+    start, end = w.events()
+    assert (start.type, start.model, end.type, end.model) == ("start", "day", "end", "night")
+    assert start.id == end.id and end.reason == "cooldown"  # 1.5 < night's low threshold, 1 s
+    assert first.scored == 5 and w.built == 2
+    assert metrics_value(w.metrics, "active_model", {"camera": "door", "model": "night"}) == 1
+
+
+def test_a_tampered_camera_raises_one_event_and_no_anomaly_until_it_clears(
+        worker: Callable[..., Worker]) -> None:
+    scorer = ScriptedScorer()
+    w = worker(scorer, models=TwoModels())
+    w.put(*[frame(i / 10, HIGH, i) for i in range(5)],  # an anomaly is open when it happens
+          change(tampered=True, difference=0.8, why="the scene changed"),
+          *[frame(0.5 + i / 10, HIGH, 5 + i) for i in range(30)])  # 3 s over the threshold
+    w.wait(lambda: scorer.scored == 35)
+    anomaly_start, anomaly_end, tamper = w.events()
+    assert anomaly_end.id == anomaly_start.id and anomaly_end.reason == "camera tampered"
+    assert (tamper.kind, tamper.type, tamper.detail, tamper.score) == (
+        TAMPERED, "start", "the scene changed", 0.8)
+    assert metrics_value(w.metrics, "camera_tampered", {"camera": "door"}) == 1
+    assert [o.peak for o in w.out if isinstance(o, EventOut) and o.event.kind == TAMPERED] == [None]
+
+    w.put(change(tampered=False, why="the picture matches the scene again"),
+          *[frame(3.5 + i / 10, HIGH, 35 + i) for i in range(5)])
+    w.wait(lambda: len(w.events()) == 5)
+    cleared, again = w.events()[3:]
+    assert (cleared.id, cleared.type, cleared.reason) == (
+        tamper.id, "end", "the picture matches the scene again")
+    assert cleared.end_stream == pytest.approx(3.4)  # the last frame before the clear
+    assert again.kind == "anomaly" and again.type == "start" and again.id != anomaly_start.id
+    assert scorer.resets == 1  # windows do not span the tampered pictures
+    assert metrics_value(w.metrics, "camera_tampered", {"camera": "door"}) == 0
+
+
+def test_a_tamper_event_outlives_a_stream_loss_and_ends_when_the_worker_stops(
+        worker: Callable[..., Worker]) -> None:
+    w = worker()
+    lost = StreamState("door", False, "no frame for 10.0s", 2000.0, time.monotonic())
+    w.put(frame(0.0, LOW), change(tampered=True, why="the picture is blank"), lost, frame(0.0, LOW))
+    w.wait(lambda: len(w.events()) == 1)
+    w.close()
+    tamper, end = w.events()
+    assert (end.id, end.type, end.reason) == (tamper.id, "end", "stopped")

@@ -1,9 +1,11 @@
 """The publisher: stored events sent in order through the sinks, the same event retried, states
-after their event, and stdout kept live while the primary sink fails.
+after their event (a camera_tampered event's its own state), and stdout kept live while the
+primary sink fails.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import threading
@@ -11,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import append
+from conftest import append, make_event
 
-from stream_detector.outputs import EventStore, Publisher, Sinks, StdoutSink
+from stream_detector.outputs import EventStore, Publisher, Sinks, StdoutSink, event_payload
 
 
 def test_publisher_delivers_in_order_and_retries_same_event(tmp_path: Path) -> None:
@@ -54,6 +56,16 @@ def test_publisher_delivers_in_order_and_retries_same_event(tmp_path: Path) -> N
     store.close()
 
 
+def drain(pub: Publisher, store: EventStore) -> None:
+    """Run the publisher until the store has nothing unpublished, then stop it."""
+    pub.start()
+    pub.wake()
+    deadline = time.monotonic() + 5
+    while store.unpublished() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pub.stop(2)
+
+
 def test_dispatcher_sends_state_after_its_event_and_keeps_stdout_live_while_the_primary_fails(
         tmp_path: Path) -> None:
     """One path, per sink in store order: event, then anomaly state; a failing primary is retried on
@@ -82,15 +94,39 @@ def test_dispatcher_sends_state_after_its_event_and_keeps_stdout_live_while_the_
     append(store, 1, kind="end")
     append(store, 3)
     primary = Primary()
-    pub = Publisher(store, Sinks([StdoutSink(out), primary], primary),  # type: ignore[list-item]
-                    min_backoff=0.01, max_backoff=0.05)
-    pub.start()
-    pub.wake()
-    deadline = time.monotonic() + 5
-    while store.unpublished() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pub.stop(2)
+    drain(Publisher(store, Sinks([StdoutSink(out), primary], primary),  # type: ignore[list-item]
+                    min_backoff=0.01, max_backoff=0.05), store)
     assert log == ["primary 1", "primary ON", "primary fails 2", "primary fails 2", "primary 2",
                    "primary OFF", "primary 3", "primary ON"]
     assert [json.loads(line)["type"] for line in out.getvalue().splitlines()] == ["new", "end", "new"]
+    store.close()
+
+
+def test_a_tamper_event_sets_the_tampered_state_not_the_anomaly_state(tmp_path: Path) -> None:
+    """camera_tampered events have their own state (<prefix>/<camera>/tampered), after the event."""
+    log: list[str] = []
+
+    class Recorder:
+        name = "recorder"
+        takes_snapshots = False
+
+        def deliver_event(self, seq: int, payload: dict[str, Any]) -> bool:
+            log.append(f"{payload['type']} {payload['after']['kind']}")
+            return True
+
+        def anomaly_state(self, camera: str, on: bool) -> None:
+            log.append(f"anomaly {'ON' if on else 'OFF'}")
+
+        def tamper_state(self, camera: str, on: bool) -> None:
+            log.append(f"tampered {'ON' if on else 'OFF'}")
+
+    store = EventStore(tmp_path / "events.sqlite")
+    for n, kind, type_ in [(1, "anomaly", "start"), (1, "anomaly", "end"),
+                           (2, "camera_tampered", "start"), (2, "camera_tampered", "end")]:
+        ev = dataclasses.replace(make_event(n, kind=type_), kind=kind)
+        store.append(ev, event_payload(ev, None, host="h"))
+    sink = Recorder()
+    drain(Publisher(store, Sinks([sink], sink)), store)  # type: ignore[list-item]
+    assert log == ["new anomaly", "anomaly ON", "end anomaly", "anomaly OFF",
+                   "new camera_tampered", "tampered ON", "end camera_tampered", "tampered OFF"]
     store.close()

@@ -12,7 +12,7 @@ import pytest
 from stream_detector.capture import (
     FrameHistory,
 )
-from stream_detector.config import CameraConfig
+from stream_detector.config import DEFAULT_MODEL
 from stream_detector.daemon import load_camera_model
 from stream_detector.messages import Box, Event, Frame, Peak
 from stream_detector.outputs import renderer_for, scale_box
@@ -27,7 +27,7 @@ def test_scale_box_maps_scored_pixels_onto_the_main_frame() -> None:
 
 def test_snapshot_falls_back_to_the_scored_frame_and_says_so_once(
         caplog: pytest.LogCaptureFixture) -> None:
-    model = load_camera_model("door", CameraConfig(source="x"), "cpu", "test")
+    model = load_camera_model("cameras.door.model", str(DEFAULT_MODEL), "cpu", "test")
     history = FrameHistory()
     render = renderer_for("door", model, 1.0, history)
     cells = np.zeros(model.slicer.grid, np.float32)

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from stream_detector.daemon import Metrics
 from stream_detector.messages import Event, EventOut, ScoreOut
-from stream_detector.outputs import EventStore, Retention, Writer, event_payload
+from stream_detector.outputs import Clipper, EventStore, Retention, Writer, event_payload
 
 
 def make_event(kind: str = "start", eid: str = "ev1", reason: str | None = None) -> Event:
@@ -47,11 +47,11 @@ class FailingOnce(EventStore):
 
     failed = False
 
-    def append(self, event: Event, payload: dict[str, Any]) -> int:
+    def append(self, event: Event, payload: dict[str, Any], timeline: Any = None) -> int:
         if not self.failed:
             self.failed = True
             raise RuntimeError("injected emitter fault")
-        return super().append(event, payload)
+        return super().append(event, payload, timeline)
 
 
 def test_a_fault_in_the_emitter_is_counted_and_the_next_event_still_goes(tmp_path: Path) -> None:
@@ -137,15 +137,23 @@ def test_retention_by_age_and_size_and_the_wal_is_checkpointed(tmp_path: Path) -
     snaps = tmp_path / "snapshots"
     snaps.mkdir()
     now = time.time()
+    clips = tmp_path / "clips"
+    clips.mkdir()
     for i, age_days in enumerate([40, 3, 2, 1]):  # one too old, three within keep_days
         p = snaps / f"s{i}.jpg"
         p.write_bytes(b"j" * 400_000)
         os.utime(p, (now - age_days * 86400, now - age_days * 86400))
+    for name, age_days in (("old.mp4", 41), ("c2.mp4", 2.5)):  # clips count like snapshots
+        p = clips / name
+        p.write_bytes(b"m" * 300_000)
+        os.utime(p, (now - age_days * 86400, now - age_days * 86400))
     wal = tmp_path / "events.sqlite-wal"
     assert wal.stat().st_size > 0
-    em, _ = emitter_for(store, tmp_path, CollectorRegistry(), retention=Retention(30, keep_mb=1.0))
+    em, _ = emitter_for(store, tmp_path, CollectorRegistry(), retention=Retention(30, keep_mb=1.0),
+                        clips=Clipper(clips))
     em.maintain()  # what the emitter runs at start and every `interval` seconds
     assert sorted(p.name for p in snaps.iterdir()) == ["s2.jpg", "s3.jpg"]  # too old, then oldest
+    assert [p.name for p in clips.iterdir()] == []  # too old; then older than s2 over the budget
     assert [e.event_id for e in store.query()] == [f"ev{i}" for i in range(50, 100)]
     assert wal.stat().st_size == 0  # checkpointed and truncated
     store.close()

@@ -1,0 +1,71 @@
+"""Tuning with verdicts: a baseline only widens, and only as far as the false alarms need; the
+committed model, tuned with one false alarm's clip, no longer alarms on it, and the new directory is
+sealed with its lineage while the old one is left as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stream_detector.capture import Injection
+from stream_detector.config import DEFAULT_MODEL
+from stream_detector.messages import Event
+from stream_detector.model import load
+from stream_detector.offline import clip_scores, tune, widened
+from stream_detector.outputs import EventStore, Reviews, event_payload
+
+
+def test_widened_grows_only_the_cells_the_false_alarms_need() -> None:
+    center = np.zeros((1, 2, 2), np.float32)
+    scale = np.ones((1, 2, 2), np.float32)
+    cues = np.zeros((100, 1, 2, 2), np.float32)
+    cues[:, 0, 0, 0] = 5.0  # one cell saw five scales above its center, all along
+    cues[:, 0, 1, 1] = 0.5  # another stayed inside its baseline
+    wide = widened(center, scale, cues, 0.99, blur=0.0)
+    np.testing.assert_allclose(wide[0], [[5.0, 1.0], [1.0, 1.0]])
+    assert (widened(center, scale, -cues, 0.99, blur=0.0) == scale).all()  # never narrows
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def write_clip(src: Path, dst: Path, count: int) -> Path:
+    cap = cv2.VideoCapture(str(src))
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (480, 360))
+    disc = Injection(10, count)
+    for i in range(count):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(cv2.resize(disc.apply(frame, i), (480, 360), interpolation=cv2.INTER_AREA))
+    writer.release()
+    cap.release()
+    return dst
+
+
+def test_a_tuned_model_no_longer_alarms_on_its_false_alarm(tmp_path: Path, vtest: Path) -> None:
+    clip = write_clip(vtest, tmp_path / "fa.avi", 60)
+    store = EventStore(tmp_path / "events.sqlite")
+    for kind, end in (("start", None), ("end", 1006.0)):
+        ev = Event("fa1", "demo", kind, 1000.0, 0.0, end, end, 30.0, 1, None, 2.0)
+        store.append(ev, event_payload(ev, None, host="cam-host",
+                                       clip=str(clip) if end else None,
+                                       clip_start=1000.0 if end else None))
+    Reviews(store).set("fa1", "false_alarm", "test")
+    store.close()
+    parent = sha256_of(DEFAULT_MODEL / "model.pt")
+    report = tune(DEFAULT_MODEL, tmp_path, tmp_path / "tuned")
+    assert report.events == ["fa1"] and report.frames == 60 - 7 and report.cells_widened > 0
+    before, after = load(DEFAULT_MODEL, "cpu"), load(tmp_path / "tuned", "cpu")
+    threshold = before.threshold(1.0)
+    assert after.threshold(1.0) == threshold  # the calibration is kept: only the baseline widens
+    peak_before = clip_scores(before, clip)[1].score.max()
+    peak_after = clip_scores(after, clip)[1].score.max()
+    assert peak_before > threshold > peak_after, (peak_before, threshold, peak_after)
+    lineage = json.loads((tmp_path / "tuned" / "metadata.json").read_text())["lineage"]
+    assert lineage["parent_model_sha256"] == parent and lineage["events"] == ["fa1"]
+    assert sha256_of(DEFAULT_MODEL / "model.pt") == parent  # the old model stays for rollback
