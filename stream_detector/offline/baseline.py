@@ -136,7 +136,14 @@ def onset_rate(scores: list[np.ndarray], u: float, fps: float) -> float:
 
 
 def fit_tail(scores: list[np.ndarray], fps: float) -> dict[str, float]:
-    """Fit log(onsets per hour above u) = a - u / beta over the upper tail of normal scores."""
+    """Fit log(onsets per hour above u) = a - u / beta over the upper tail of normal scores.
+
+    Onsets fade more slowly than the scores' own tail (an excursion above u is one onset however
+    long it lasts), but from a few minutes of footage a handful of long excursions can make the
+    fitted fade almost flat and the extrapolated threshold absurd (a 20 s block once gave 21.8
+    against a highest score of 1.44). So beta is at most twice the mean excess of the scores over
+    their 80th percentile (an exponential tail's own scale), and `a` is refitted under that beta.
+    """
     allv = np.concatenate(scores)
     grid = np.unique(np.quantile(allv, np.linspace(0.80, 0.999, 40)))
     pts = [(u, onset_rate(scores, float(u), fps)) for u in grid]
@@ -149,5 +156,9 @@ def fit_tail(scores: list[np.ndarray], fps: float) -> dict[str, float]:
         slope, intercept = np.polyfit(us, logs, 1)
         if slope < 0:
             beta, a = -1.0 / float(slope), float(intercept)
+        excess = allv[allv > grid[0]] - grid[0]
+        most = 2.0 * float(excess.mean()) if excess.size else beta
+        if beta > most > 0:
+            beta, a = most, float(np.mean(logs + us / most))
     return {"a": a, "beta": beta, "floor": float(allv.max()), "fps": fps,
             "normal_frames": int(allv.size), "normal_hours": allv.size / fps / 3600.0}
