@@ -266,7 +266,7 @@ class Daemon:
         self.metrics.active_model(name, active, list(models))
         self.worker.add(lane)
         stop = threading.Event()
-        receiver = self._start_recorder(name, cfg, queue, scoring_rate(cfg, model))
+        receiver = self._start_recorder(name, cfg, receiver, scoring_rate(cfg, model))
 
         def make_capture() -> CaptureLoop:
             return CaptureLoop(name, lambda: source_for(scored_config(cfg)), receiver, stop,
@@ -290,16 +290,17 @@ class Daemon:
         main.start()
         return main
 
-    def _start_recorder(self, name: str, cfg: CameraConfig, queue: FrameQueue[Item],
+    def _start_recorder(self, name: str, cfg: CameraConfig, receiver: FrameReceiver,
                         fps: float) -> FrameReceiver:
-        """The camera's recording for clips; returns where its capture loop hands frames (through
-        the recorder too when its frames are what is recorded)."""
+        """The camera's recording for clips; returns where its capture loop hands frames: to
+        `receiver` (the scene watch or the frame queue), through the recorder too when its frames
+        are what is recorded."""
         kind = recording_kind(cfg.source) if cfg.clip else ""
         if cfg.clip and not kind:
             log.warning("camera %s: no clips: they need ffmpeg, which is not installed", name)
         if not kind:
             self.clips.camera(name, None)
-            return queue
+            return receiver
         keep = cfg.pre_capture + cfg.min_duration + 2 * SEGMENT_SECONDS + 10.0
         ring = self._rings.get(name)
         if ring is None:
@@ -314,7 +315,7 @@ class Daemon:
             recorder = FrameRecorder(name, ring, self.metrics.recorder_state, fps or 10.0)
         self._recorders[name] = recorder
         recorder.start()
-        return FrameTee(queue, recorder) if isinstance(recorder, FrameRecorder) else queue
+        return FrameTee(receiver, recorder) if isinstance(recorder, FrameRecorder) else receiver
 
     def supervise(self) -> None:
         """Restart a capture thread that died of a bug: it ends on its own only by design."""

@@ -178,7 +178,9 @@ class Writer(threading.Thread):
                 self.clips.hurry(ev.camera)
             return
         snap = self._snapshot(ev, out.peak) if ev.type in ("start", "end") else None
-        if self.clips is not None and self.clips.records(ev.camera):
+        # A camera_tampered event has no clip (it would show the covered lens) and its end, the
+        # camera's return, must not wait post_capture seconds for one.
+        if self.clips is not None and ev.kind == "anomaly" and self.clips.records(ev.camera):
             if ev.type == "start":
                 self.clips.begin(ev)
             elif ev.type == "end":
