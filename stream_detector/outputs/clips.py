@@ -53,7 +53,9 @@ def assemble(segments: list[Segment], out: Path) -> None:
     """Join `segments` into the MP4 `out` by stream copy; `out` appears only when complete."""
     listing = out.with_name(f".{out.stem}.txt")
     tmp = out.with_name(f".{out.name}.tmp")
-    listing.write_text("".join("file '{}'\n".format(str(s.path).replace("'", "'\\''"))
+    # Absolute paths: ffmpeg reads a relative entry relative to the listing's folder, and the
+    # storage path may be relative (the embedded default's var/stream-detector).
+    listing.write_text("".join("file '{}'\n".format(str(s.path.absolute()).replace("'", "'\\''"))
                                for s in segments))
     try:
         done = subprocess.run(

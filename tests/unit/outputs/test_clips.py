@@ -10,6 +10,8 @@ import time
 from functools import partial
 from pathlib import Path
 
+import pytest
+
 from prometheus_client import CollectorRegistry
 
 from stream_detector.capture import Segment, SegmentRing
@@ -148,3 +150,17 @@ def test_a_held_end_keeps_its_cameras_later_messages_behind_it_only(tmp_path: Pa
     after = rows[2].payload["after"]
     assert after["has_clip"] and after["clip"].endswith("ev1.mp4") and after["clip_start"] == 95.0
     assert not threading.active_count() > 50
+
+
+def test_assemble_works_under_a_relative_storage_path(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded default stores under var/stream-detector, relative to the working folder."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "var" / "recordings").mkdir(parents=True)
+    (tmp_path / "var" / "clips").mkdir()
+    part = Path("var") / "recordings" / "a.ts"
+    ts_segment(part, 1)
+    out = Path("var") / "clips" / "x.mp4"
+    assemble([Segment(part, 0, 1)], out)
+    assert out.is_file() and out.stat().st_size > 0
+
