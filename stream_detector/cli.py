@@ -29,7 +29,7 @@ from stream_detector.config import (
 )
 from stream_detector.arguments import UNITS, count, duration, positive
 from stream_detector.errors import SourceError, UserError
-from stream_detector.outputs import stored_events
+from stream_detector.outputs import EVENT_ID, stored_events
 
 if TYPE_CHECKING:
     from stream_detector.offline import Window
@@ -150,6 +150,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="new model directory to write")
     t.add_argument("--camera", action="append", default=[],
                    help="only this camera's false alarms (repeatable; default: all)")
+    t.add_argument("--event", action="append", default=[],
+                   help="only this event's clip (an id; repeatable; default: every false alarm)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.set_defaults(handler=_tune)
 
@@ -315,6 +317,7 @@ def _check_config(args: argparse.Namespace) -> int:
     cfg = daemon.load_config(args.config)  # before the models import torch, as in _run
     for warning in daemon.secret_warnings(cfg):
         print(f"stream-detector: warning: {warning}", file=sys.stderr)
+    cfg = daemon.tuned_config(cfg)  # the models the daemon would score with
     models = daemon.check_cameras(cfg, cfg.device, cfg.inference.precision)
     failed = []
     pictures: dict[str, str | None] = {}
@@ -327,7 +330,7 @@ def _check_config(args: argparse.Namespace) -> int:
             print(f"camera {name}: ok, {probed.width}x{probed.height} frames")
     if failed:
         raise daemon.probe_failed(cfg, failed)
-    for line in daemon.active_models(cfg, pictures):
+    for line in daemon.active_models(cfg, pictures) + daemon.tuned_models(cfg):
         print(line)
     print(f"{args.config}: ok ({len(cfg.cameras)} camera(s): {', '.join(cfg.cameras)}"
           f"{', each delivered a frame' if args.probe else ''})")
@@ -370,7 +373,10 @@ def _tune(args: argparse.Namespace) -> int:
             raise UserError(f"--camera {name!r}: camera names use letters, digits, '_' and '-' only")
     if args.out.resolve() == args.model.resolve():
         raise UserError("--out: must be a new directory, not --model (it stays for rollback)")
-    report = tune(args.model, args.store, args.out, args.camera, args.device)
+    for event in args.event:
+        if not EVENT_ID.fullmatch(event):
+            raise UserError(f"--event {event!r}: an event id is 1-64 letters, digits, '_' or '-'")
+    report = tune(args.model, args.store, args.out, args.camera, args.device, events=args.event)
     print(f"wrote {report.out_dir}: {len(report.events)} false alarm(s), {report.frames} frames; "
           f"{report.cells_widened} cell baselines widened (x{report.scale_growth:.2f} on average)")
     return 0

@@ -120,6 +120,46 @@ def cut(vtest: Path, out: Path, seconds: float, width: int, height: int) -> Path
     return out
 
 
+def injected_clip(src: Path, dst: Path, count: int) -> Path:
+    """The first `count` frames of `src` at 480x360, 10 frames/s, a bright disc bouncing from the
+    10th: what a false alarm's clip looks like to `tune` (the committed model alarms on it)."""
+    import cv2
+
+    from stream_detector.capture import Injection
+
+    cap = cv2.VideoCapture(str(src))
+    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (480, 360))
+    disc = Injection(10, count)
+    for i in range(count):
+        ok, frame = cap.read()
+        assert ok
+        writer.write(cv2.resize(disc.apply(frame, i), (480, 360), interpolation=cv2.INTER_AREA))
+    writer.release()
+    cap.release()
+    return dst
+
+
+def stored_false_alarm(store_path: Path, event_id: str, camera: str, clip: Path | None,
+                       wall: float | None = None) -> None:
+    """An ended event of `camera` with `clip`, marked false_alarm by an operator, in the store
+    (`wall`: its start; default a minute ago, well inside any retention)."""
+    import time
+
+    from stream_detector.outputs import Reviews
+
+    wall = time.time() - 60 if wall is None else wall
+    store = EventStore(store_path)
+    try:
+        for kind, end in (("start", None), ("end", wall + 6.0)):
+            ev = Event(event_id, camera, kind, wall, 0.0, end, end, 30.0, 1, None, 2.0)
+            store.append(ev, event_payload(ev, None, host="cam-host",
+                                           clip=str(clip) if end and clip else None,
+                                           clip_start=wall if end and clip else None))
+        Reviews(store).set(event_id, "false_alarm", "test")
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
 def small(vtest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """6 s of vtest at 384x288: the substream."""

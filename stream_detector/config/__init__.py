@@ -6,6 +6,7 @@ TOML with unknown keys rejected; every error is one line naming the file and the
   detector.py  DetectorConfig: how a model sees a scene and is fitted (`fit`, [detector])
   daemon.py    DaemonConfig: cameras, inference, mqtt, metrics, api, storage, logging; the default
   scene.py     ModelChoice: a camera's models and the rules that choose them (picture, hours)
+  tuning.py    TuneConfig: the daemon tuning its models with operators' false alarms ([tune])
 """
 
 from stream_detector.config.daemon import (
@@ -28,7 +29,16 @@ from stream_detector.config.daemon import (
 from stream_detector.config.detector import DetectorConfig, load_detector_config
 from stream_detector.config.loading import shown
 from stream_detector.config.references import Expanded
-from stream_detector.config.scene import PICTURES, Hours, ModelChoice, choose, explain, parse_hours
+from stream_detector.config.scene import (
+    PICTURES,
+    Hours,
+    ModelChoice,
+    choose,
+    explain,
+    parse_hours,
+    parse_time,
+)
+from stream_detector.config.tuning import TuneConfig
 
 __all__ = [
     "CAMERA_NAME_CHARS",
@@ -46,6 +56,7 @@ __all__ = [
     "ModelChoice",
     "MqttConfig",
     "StorageConfig",
+    "TuneConfig",
     "choose",
     "default_daemon_config",
     "explain",
@@ -55,5 +66,6 @@ __all__ = [
     "load_detector_config",
     "parse_daemon_config",
     "parse_hours",
+    "parse_time",
     "shown",
 ]

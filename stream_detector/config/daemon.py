@@ -1,5 +1,5 @@
 """The daemon's settings (`run`, `check-config`, `events`): cameras, inference, MQTT, metrics,
-storage and logging, parsed from one TOML file, and the embedded default (the demo camera).
+storage, logging and tuning, parsed from one TOML file, and the embedded default (the demo camera).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from stream_detector.config.detector import DetectorConfig
 from stream_detector.config.loading import check, from_mapping, read_toml, shown_key
 from stream_detector.config.references import expand
 from stream_detector.config.scene import ModelChoice
+from stream_detector.config.tuning import TuneConfig
 from stream_detector.credentials import unencoded_userinfo, url_password
 from stream_detector.errors import ConfigError
 
@@ -179,6 +180,7 @@ class CameraConfig:
     # matches what it learned live for at least `tamper_after` seconds: covered, turned, blurred.
     tamper: bool = True
     tamper_after: float = 4.0
+    tune: bool = True  # with [tune] enabled: false keeps this camera on its configured model(s)
 
     def __post_init__(self) -> None:
         check(bool(self.source), "source", "must not be empty")
@@ -267,6 +269,7 @@ class DaemonConfig:
     node_id: str = ""
     # How `fit --config FILE --camera NAME` fits this file's cameras; the daemon does not use it.
     detector: DetectorConfig = DetectorConfig()
+    tune: TuneConfig = TuneConfig()  # the daemon tuning its models with false alarms, on a schedule
 
     def __post_init__(self) -> None:
         check(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
@@ -304,7 +307,7 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
     string comes from `env` (default: the process environment)."""
     env = os.environ if env is None else env
     allowed = {"mqtt", "metrics", "storage", "logging", "device", "inference", "cameras", "node_id",
-               "api", "detector"}
+               "api", "detector", "tune"}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise ConfigError(f"{where}: {shown_key(unknown[0])}: unknown key (allowed: {', '.join(sorted(allowed))})")
@@ -348,6 +351,7 @@ def parse_daemon_config(doc: dict[str, Any], where: str,
         node_id=node_id,
         detector=from_mapping(DetectorConfig, doc.get("detector", {}), f"{where}: detector",
                               env),
+        tune=from_mapping(TuneConfig, doc.get("tune", {}), f"{where}: tune", env),
     )
 
 

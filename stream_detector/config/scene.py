@@ -29,13 +29,21 @@ class Hours:
         return f"{self.start:%H:%M}-{self.end:%H:%M}"
 
 
+def parse_time(text: str) -> dt.time:
+    """"07:30" -> a time of day; ValueError with the reason otherwise."""
+    try:
+        return dt.datetime.strptime(text.strip(), "%H:%M").time()
+    except ValueError:
+        raise ValueError("expected HH:MM (24-hour clock)") from None
+
+
 def parse_hours(text: str) -> Hours:
     """"19:00-07:30" -> Hours; ValueError with the reason otherwise."""
     parts = text.split("-")
     if len(parts) != 2:
         raise ValueError("expected HH:MM-HH:MM")
     try:
-        start, end = (dt.datetime.strptime(p.strip(), "%H:%M").time() for p in parts)
+        start, end = (parse_time(p) for p in parts)
     except ValueError:
         raise ValueError("expected HH:MM-HH:MM (24-hour clock)") from None
     if start == end:

@@ -9,6 +9,7 @@ applies reloads camera by camera, and stops them, flushing every event.
   checks.py          check_cameras: the device, the cameras' models, what their frames must fit
   health.py          heartbeats; systemd's notify protocol
   metrics.py         Metrics: every series, on an injected registry
+  tuning.py          Tuner: the models tuned with operators' false alarms on a schedule ([tune])
   endpoints.py       health_routes: /metrics, /healthz, /readyz for the web server
 
 Names from modules that import torch (app.py, checks.py, lifecycle.py: seconds to import) are
@@ -24,6 +25,7 @@ from stream_detector.daemon.endpoints import health_routes
 from stream_detector.daemon.environment import check_environment, load_config, secret_warnings
 from stream_detector.daemon.health import Heartbeats, notify_systemd
 from stream_detector.daemon.metrics import Metrics
+from stream_detector.daemon.tuning import Tuner, tuned_config, tuned_models
 
 if TYPE_CHECKING:
     from stream_detector.daemon.app import Daemon
@@ -40,6 +42,7 @@ __all__ = [
     "Daemon",
     "Heartbeats",
     "Metrics",
+    "Tuner",
     "active_models",
     "camera_models",
     "check_cameras",
@@ -52,6 +55,8 @@ __all__ = [
     "probe_failed",
     "run",
     "secret_warnings",
+    "tuned_config",
+    "tuned_models",
 ]
 
 _WITH_TORCH = {"Daemon": "app", "active_models": "checks", "check_cameras": "checks",

@@ -2,8 +2,8 @@
 
 Threads, one job each: a capture loop per camera (frames and stream-state messages into its queue),
 the inference worker (scores every camera, no I/O), the writer ("emitter": payloads, snapshots,
-the event store, retention), the publisher (store -> sinks, in order), paho's network thread and the
-HTTP server. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
+the event store, retention), the publisher (store -> sinks, in order), paho's network thread, the
+HTTP server and, with [tune] enabled, the tuner. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
 """
 
 from __future__ import annotations
@@ -41,10 +41,11 @@ from stream_detector.capture import (
 )
 from stream_detector.config import CameraConfig, DaemonConfig
 from stream_detector.daemon.cameras import CameraRuntime, CaptureMetrics, camera_states, checksum
-from stream_detector.daemon.checks import camera_models, check_cameras
+from stream_detector.daemon.checks import camera_models, check_cameras, load_camera_model
 from stream_detector.daemon.health import Heartbeats
 from stream_detector.daemon.metrics import Metrics
 from stream_detector.daemon.endpoints import health_routes
+from stream_detector.daemon.tuning import Tuner, tuned_config, with_model
 from stream_detector.detect import (
     FramePreparer,
     FrameScorer,
@@ -87,7 +88,8 @@ class Daemon:
     def __init__(self, cfg: DaemonConfig, stdout: TextIO, registry: CollectorRegistry | None = None,
                  *, scorer: ScorerFactory = FrameScorer, store: EventStore | None = None,
                  stall_after: float = STALL_AFTER) -> None:
-        self.cfg = cfg
+        self.cfg = cfg = tuned_config(cfg)  # cameras whose models were tuned score those versions
+        self._lock = threading.Lock()  # a reload and the tuner's switch change cameras in turn
         # Fail fast on bad cameras and models, before any I/O.
         self._models = check_cameras(cfg, cfg.device, cfg.inference.precision)
         self._scorer = scorer
@@ -140,6 +142,8 @@ class Daemon:
                 Path(storage.path), cfg.api.token))
         self.http = HttpServer(cfg.metrics.host, cfg.metrics.port, self.routes)
         self.metrics.watch_http(self.http.stats)
+        self.tuner = Tuner(cfg.tune, storage.path, self.store, lambda: self.cfg.cameras,
+                           self._switch_model, self.registry) if cfg.tune.enabled else None
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -166,12 +170,17 @@ class Daemon:
         self.worker.start()
         for name, cam in self.cfg.cameras.items():
             self._start_camera(name, cam)
+        if self.tuner:
+            self.tuner.start()
         log.info("running %d camera(s); metrics on http://%s:%d/metrics", len(self._captures),
                  self.cfg.metrics.host, self.http.port)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Close open events, write and flush them to the sinks, say offline, stop every thread."""
         self.stop_event.set()
+        if self.tuner:  # a tune in progress is stopped: its partial directory is removed
+            self.tuner.halt()
+            self.tuner.join(timeout=5.0)
         captures = [camera.capture for camera in self._captures.values()]
         captures += [main.loop for main in self._main.values()]
         for name in list(self._captures):
@@ -195,12 +204,15 @@ class Daemon:
 
     def reload(self, new: DaemonConfig) -> None:
         """Apply a re-read config: cameras added, removed or changed; others keep running."""
+        with self._lock:
+            self._reload(new)
+
+    def _reload(self, new: DaemonConfig) -> None:
+        fixed = ("mqtt", "metrics", "api", "storage", "device", "inference", "node_id", "tune")
+        if any(getattr(new, key) != getattr(self.cfg, key) for key in fixed):
+            log.warning("reload: changes of %s apply after a restart", ", ".join(fixed))
+        new = tuned_config(replace(new, tune=self.cfg.tune))
         models = check_cameras(new, self.cfg.device, self.cfg.inference.precision)  # re-read
-        if (new.mqtt, new.metrics, new.storage, new.device, new.inference, new.node_id,
-                new.api) != (self.cfg.mqtt, self.cfg.metrics, self.cfg.storage, self.cfg.device,
-                             self.cfg.inference, self.cfg.node_id, self.cfg.api):
-            log.warning("reload: mqtt, metrics, api, storage, device, inference and node_id "
-                        "changes apply after a restart")
         old = self.cfg.cameras
         self._models = models
         for name in old:
@@ -216,6 +228,26 @@ class Daemon:
         # Only cameras and logging change without a restart; the rest stays as the daemon runs it.
         self.cfg = replace(self.cfg, cameras=new.cameras, logging=new.logging, path=new.path)
         log.info("reload: %d camera(s) running", len(self._captures))
+
+    def _switch_model(self, camera: str, name: str, directory: str) -> None:
+        """The tuner's new version (or the configured model again) scores camera's model `name`
+        from its next frame, without restarting the camera; a later reload keeps it."""
+        with self._lock:
+            cam = self.cfg.cameras.get(camera)
+            if cam is None:
+                return  # removed by a reload meanwhile
+            key = (directory, self.cfg.device)
+            model = self._models.get(key) or load_camera_model(
+                f"cameras.{camera}.model", directory, self.cfg.device, "tune",
+                self.cfg.inference.precision)
+            self._models[key] = model
+            cam = with_model(cam, name, directory)
+            self.cfg = replace(self.cfg, cameras={**self.cfg.cameras, camera: cam})
+            runtime = self._captures.get(camera)
+            if runtime is not None:
+                self._captures[camera] = runtime._replace(
+                    models=tuple(self._models_for(cam).values()))
+                self.worker.swap(camera, name, model)
 
     def liveness(self) -> tuple[bool, dict[str, object]]:
         """Healthy while every critical thread is alive and beat within `stall_after` seconds."""

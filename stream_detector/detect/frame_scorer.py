@@ -124,6 +124,13 @@ class CameraModels:
         self.active = name
         return self.policy()
 
+    def replace(self, name: str, model: LoadedModel) -> bool:
+        """Model `name` is now `model` (a tuned version); True if it is the one scoring."""
+        if name not in self.models:
+            return False
+        self.models[name] = model
+        return name == self.active
+
     def make_scorer(self, w: int, h: int) -> Scorer:
         model = self.models[self.active]
         model.check_source(w, h, f"camera {self.camera}")

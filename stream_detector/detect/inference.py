@@ -68,6 +68,10 @@ class Models(Protocol):
 
     def activate(self, name: str) -> EventPolicy: ...
 
+    def policy(self) -> EventPolicy: ...
+
+    def replace(self, name: str, model: Any) -> bool: ...
+
 
 class Inbox(Protocol):
     """A camera's frame queue as the worker sees it."""
@@ -135,7 +139,7 @@ class InferenceWorker(threading.Thread):
         self.chunk = chunk
         self.linger = linger  # once woken, how long to wait for the other cameras' frames
         self._lanes: dict[str, Lane] = {}
-        self._commands: list[tuple[str, Lane | str]] = []
+        self._commands: list[tuple[str, Any]] = []  # add (Lane), remove (name), swap
         # A removed camera's timeline (time, monotonic time of its last frame): a camera that comes
         # back (restarted by a reload) continues it, as after a reconnect.
         self._timelines: dict[str, tuple[float, float | None]] = {}
@@ -149,6 +153,13 @@ class InferenceWorker(threading.Thread):
         """Stop scoring a camera; its open event ends ("camera removed")."""
         with self.cond:
             self._commands.append(("remove", name))
+            self.cond.notify_all()
+
+    def swap(self, name: str, model: str, loaded: Any) -> None:
+        """Camera `name` scores its model `model` with `loaded` (a tuned version) from its next
+        frame: capture goes on, an open event carries over."""
+        with self.cond:
+            self._commands.append(("swap", (name, model, loaded)))
             self.cond.notify_all()
 
     def wake(self) -> None:
@@ -169,6 +180,12 @@ class InferenceWorker(threading.Thread):
                     if arg.name in self._timelines:
                         arg.timeline, arg.last_mono = self._timelines.pop(arg.name)
                     self._lanes[arg.name] = arg
+                elif kind == "swap":
+                    lane = self._lanes.get(arg[0])
+                    if lane is not None and lane.models is not None \
+                            and lane.models.replace(arg[1], arg[2]):  # the one scoring now
+                        lane.tracker.retune(lane.models.policy())
+                        lane.scorer, lane.size = None, None  # rebuilt at the next frame
                 else:
                     lane = self._lanes.pop(str(arg), None)
                     if lane is not None:

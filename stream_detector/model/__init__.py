@@ -12,7 +12,7 @@ sealed directory the daemon loads.
 
 from stream_detector.model.bank import CALL_FRAMES, STREAM_FRAMES, FeatureBank
 from stream_detector.model.export import METADATA_FILE, MODEL_FILE, export
-from stream_detector.model.manifest import REQUIRED, sign, validate_metadata
+from stream_detector.model.manifest import REQUIRED, sign, validate_metadata, verify
 from stream_detector.model.detector import CUES, LEARNED, STATIC, SpacetimeDetector
 from stream_detector.model.network import SpacetimeNet, context_offsets, gather_window
 from stream_detector.model.runtime import (
@@ -49,4 +49,5 @@ __all__ = [
     "sign",
     "threshold_for",
     "validate_metadata",
+    "verify",
 ]

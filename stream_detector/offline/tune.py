@@ -38,8 +38,10 @@ class TuneReport:
     scale_growth: float  # mean factor by which those scales grew
 
 
-def false_alarm_clips(store_path: Path, cameras: Sequence[str] = ()) -> list[tuple[str, Path]]:
-    """(event id, clip) of every event marked false_alarm whose clip is on disk, oldest first."""
+def false_alarm_clips(store_path: Path, cameras: Sequence[str] = (),
+                      events: Sequence[str] = ()) -> list[tuple[str, Path]]:
+    """(event id, clip) of every event marked false_alarm whose clip is on disk, oldest first;
+    only `cameras`' and only `events` when given."""
     path = store_path / FILE_NAME if store_path.is_dir() else store_path
     if not path.is_file():
         raise UserError(f"--store: no event store at {path}")
@@ -51,21 +53,23 @@ def false_alarm_clips(store_path: Path, cameras: Sequence[str] = ()) -> list[tup
     out = []
     for e in reversed(found):
         clip = e.get("clip")
-        if (not cameras or e["camera"] in cameras) and e.get("has_clip") and clip \
-                and Path(clip).is_file():
+        if (not cameras or e["camera"] in cameras) and (not events or str(e["id"]) in events) \
+                and e.get("has_clip") and clip and Path(clip).is_file():
             out.append((str(e["id"]), Path(clip)))
     return out
 
 
 def tune(model_dir: Path, store_path: Path, out_dir: Path, cameras: Sequence[str] = (),
-         device: str = "cpu", quantile: float = QUANTILE) -> TuneReport:
-    """Widen `model_dir`'s baseline with the false alarms in the store; write `out_dir`."""
+         device: str = "cpu", quantile: float = QUANTILE, events: Sequence[str] = ()) -> TuneReport:
+    """Widen `model_dir`'s baseline with the false alarms in the store (only `cameras`' and only
+    `events` when given); write `out_dir`."""
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"--out: {out_dir} exists and is not empty: tuning writes a new directory "
                         f"(the model it starts from stays as it is)")
-    clips = false_alarm_clips(store_path, cameras)
+    clips = false_alarm_clips(store_path, cameras, events)
     if not clips:
-        raise UserError(f"--store: {store_path}: no event marked false_alarm has a clip to learn from")
+        raise UserError(f"--store: {store_path}: no event marked false_alarm has a clip to learn from"
+                        + (" among --event" if events else ""))
     model = load(model_dir, device, "fp32")  # saved again as it was: never half precision
     meta = model.metadata
     for _, clip in clips:

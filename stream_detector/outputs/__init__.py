@@ -19,7 +19,7 @@ from stream_detector.outputs.clips import Clipper, ClipResult
 from stream_detector.outputs.event_index import VERDICTS
 from stream_detector.outputs.mqtt import MqttSink
 from stream_detector.outputs.publisher import Publisher, Sink, Sinks
-from stream_detector.outputs.review import Reviews, VerdictError
+from stream_detector.outputs.review import EVENT_ID, Reviews, VerdictError
 from stream_detector.outputs.snapshots import renderer_by_model, renderer_for, scale_box
 from stream_detector.outputs.stdout import StdoutSink
 from stream_detector.outputs.store import (
@@ -32,6 +32,7 @@ from stream_detector.outputs.store import (
 from stream_detector.outputs.writer import Renderer, Retention, Writer
 
 __all__ = [
+    "EVENT_ID",
     "FILE_NAME",
     "VERDICTS",
     "ClipResult",
