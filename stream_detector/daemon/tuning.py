@@ -272,13 +272,15 @@ class Tuner(threading.Thread):
                         "again next time", camera, name, why)
 
     def _tune_child(self, todo: Plan, out: Path) -> str | None:
-        """`stream-detector tune` at low priority, one torch thread; None, or why it failed."""
-        cmd = ["nice", "-n", "10", sys.executable, "-m", "stream_detector", "tune",
+        """`stream-detector tune` in the idle scheduling class (it runs on CPU time the cameras
+        leave: under `nice` it still took half a core from a busy daemon), one thread for torch
+        and OpenCV; None, or why it failed."""
+        cmd = ["chrt", "--idle", "0", sys.executable, "-m", "stream_detector", "tune",
                "--model", todo.source, "--store", self.storage, "--out", str(out),
                "--camera", todo.camera, "--device", "cpu"]
         for event in todo.events:
             cmd += ["--event", event]
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}
         self._child = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                        stderr=subprocess.PIPE, env=env, start_new_session=True)
         pid_file = Path(self.storage) / TUNED_DIR / PID_FILE

@@ -30,16 +30,16 @@ def test_kill_during_a_tune_leaves_nothing_half_done_and_the_restart_tunes_again
     store.mkdir()
     clip = injected_clip(vtest, tmp_path / "fa.avi", 60)
     stored_false_alarm(store / "events.sqlite", "fa1", "door", clip)
-    # `nice` (how the daemon starts its tune child) replaced: it writes half a model where the
+    # `chrt` (how the daemon starts its tune child) replaced: it writes half a model where the
     # tune writes, then hangs as a tune would, until it is killed (the shell stays, with the tune's
     # command line).
     shim = tmp_path / "bin"
     shim.mkdir()
-    (shim / "nice").write_text(
+    (shim / "chrt").write_text(
         '#!/bin/sh\nprev=""\nfor a; do [ "$prev" = --out ] && mkdir -p "$a" && '
         'echo half > "$a/model.pt"; prev="$a"; done\ntouch ' + str(tmp_path / "tuning") +
         "\nsleep 120\n")
-    (shim / "nice").chmod(0o755)
+    (shim / "chrt").chmod(0o755)
     port = free_port()
     config = write_config(tmp_path / "tune.toml", {
         "cameras": {"door": {"source": str(vtest), "loop": True}},
