@@ -1,6 +1,7 @@
 """The inference worker: stream losses in order with the frames, a timeline that survives
 reconnects and reloads, a scoring fault that rebuilds one camera's scorer, cameras of one model
-in one call; scene changes in order with the frames: a model switch carries the open event over, a
+in one call; scene changes in order with the frames: a model switch (and a tuned version swapped
+in) carries the open event over, a
 tampered camera raises one camera_tampered event and no anomaly event until it clears.
 """
 
@@ -95,6 +96,14 @@ class TwoModels:
     def activate(self, name: str) -> EventPolicy:
         self.active = name
         return self.policies[name]
+
+    def policy(self) -> EventPolicy:
+        return self.policies[self.active]
+
+    def replace(self, name: str, model: EventPolicy) -> bool:
+        """A tuned version of `name`: here, just its policy."""
+        self.policies[name] = model
+        return name == self.active
 
 
 @pytest.fixture()
@@ -247,6 +256,26 @@ def test_a_model_switch_carries_the_open_event_over_to_the_new_model(
     assert start.id == end.id and end.reason == "cooldown"  # 1.5 < night's low threshold, 1 s
     assert first.scored == 5 and w.built == 2
     assert metrics_value(w.metrics, "active_model", {"camera": "door", "model": "night"}) == 1
+
+
+def test_a_tuned_version_scores_from_the_next_frame_and_the_open_event_carries_over(
+        worker: Callable[..., Worker]) -> None:
+    """The tuner's swap: the active model's scorer is rebuilt at the next frame, its policy judges
+    from then on, the event open at the swap is the same event; a swap of a model not scoring now
+    rebuilds nothing."""
+    models = TwoModels()
+    first, second = ScriptedScorer(), ScriptedScorer()
+    w = worker(first, second, models=models)
+    w.put(*[frame(i / 10, HIGH, i) for i in range(5)])
+    w.wait(lambda: len(w.events()) == 1)
+    w.worker.swap("door", "night", POLICY)  # not the one scoring: nothing rebuilt
+    w.worker.swap("door", "day", dataclasses.replace(POLICY, threshold=3.0, low_threshold=2.0))
+    w.worker.swap("yard", "day", POLICY)  # no such camera: ignored
+    w.put(*[frame(0.5 + i / 10, 1.5, 5 + i) for i in range(15)])  # the old policy would keep it open
+    w.wait(lambda: len(w.events()) == 2 and second.scored == 15)
+    start, end = w.events()
+    assert start.id == end.id and (end.type, end.reason, end.model) == ("end", "cooldown", "day")
+    assert first.scored == 5 and w.built == 2
 
 
 def test_a_tampered_camera_raises_one_event_and_no_anomaly_until_it_clears(
