@@ -1,8 +1,8 @@
 """The inference worker: stream losses in order with the frames, a timeline that survives
 reconnects and reloads, a scoring fault that rebuilds one camera's scorer, cameras of one model
 in one call; scene changes in order with the frames: a model switch (and a tuned version swapped
-in) carries the open event over, a
-tampered camera raises one camera_tampered event and no anomaly event until it clears.
+in) carries the open event over, a tampered camera raises one camera_tampered event and no anomaly
+event until it clears.
 """
 
 from __future__ import annotations
