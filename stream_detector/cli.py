@@ -150,6 +150,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="new model directory to write")
     t.add_argument("--camera", action="append", default=[],
                    help="only this camera's false alarms (repeatable; default: all)")
+    t.add_argument("--false-alarms-per-hour", type=positive, default=1.0,
+                   help="the setting the camera runs at (its false_alarms_per_hour): the marked "
+                        "false alarms must no longer fire at its threshold (default 1)")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.set_defaults(handler=_tune)
 
@@ -370,9 +373,11 @@ def _tune(args: argparse.Namespace) -> int:
             raise UserError(f"--camera {name!r}: camera names use letters, digits, '_' and '-' only")
     if args.out.resolve() == args.model.resolve():
         raise UserError("--out: must be a new directory, not --model (it stays for rollback)")
-    report = tune(args.model, args.store, args.out, args.camera, args.device)
+    report = tune(args.model, args.store, args.out, args.camera, args.device,
+                  false_alarms_per_hour=args.false_alarms_per_hour)
     print(f"wrote {report.out_dir}: {len(report.events)} false alarm(s), {report.frames} frames; "
-          f"{report.cells_widened} cell baselines widened (x{report.scale_growth:.2f} on average)")
+          f"{report.cells_widened} (cue, cell) baselines widened (x{report.scale_growth:.2f} on "
+          f"average)")
     return 0
 
 

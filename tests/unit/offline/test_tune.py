@@ -1,6 +1,7 @@
 """Tuning with verdicts: a baseline only widens, and only as far as the false alarms need; the
-committed model, tuned with one false alarm's clip, no longer alarms on it, and the new directory is
-sealed with its lineage while the old one is left as it was."""
+committed model, tuned with one false alarm's clip, no longer alarms on it, only the (cue, cell)
+scales the lineage names have changed, and the new directory is sealed with its lineage while the
+old one is left as it was."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from stream_detector.capture import Injection
 from stream_detector.config import DEFAULT_MODEL
 from stream_detector.messages import Event
-from stream_detector.model import load
+from stream_detector.model import CUES, load
 from stream_detector.offline import clip_scores, tune, widened
+from stream_detector.offline.tune import MARGIN
 from stream_detector.outputs import EventStore, Reviews, event_payload
 
 
@@ -69,3 +72,21 @@ def test_a_tuned_model_no_longer_alarms_on_its_false_alarm(tmp_path: Path, vtest
     lineage = json.loads((tmp_path / "tuned" / "metadata.json").read_text())["lineage"]
     assert lineage["parent_model_sha256"] == parent and lineage["events"] == ["fa1"]
     assert sha256_of(DEFAULT_MODEL / "model.pt") == parent  # the old model stays for rollback
+    # Targeted: the scales the lineage names grew by its factors, every other stayed as it was.
+    target = lineage["threshold"]["target"]
+    assert target == pytest.approx(MARGIN * threshold)
+    old_scale = before.module.scale.numpy()
+    new_scale = after.module.scale.numpy()
+    named = np.zeros(old_scale.shape, bool)
+    for pair in lineage["widened"]:
+        k, (y, x) = CUES.index(pair["cue"]), pair["cell"]
+        named[k, y, x] = True
+        assert new_scale[k, y, x] / old_scale[k, y, x] == pytest.approx(pair["factor"], rel=1e-3)
+    assert named.sum() == report.cells_widened > 0
+    assert (new_scale[~named] == old_scale[~named]).all()
+    unweighted = [k for k, w in enumerate(before.module.weights.tolist()) if w == 0]
+    assert unweighted and not named[unweighted].any()  # a cue that does not count cannot cause
+    blanket = tune(DEFAULT_MODEL, tmp_path, tmp_path / "blanket", widen="everywhere")
+    assert report.cells_widened < blanket.cells_widened
+    peaks = lineage["peak_scores"]
+    assert peaks[0]["before"] > threshold and peaks[0]["after"] <= target + 1e-3
