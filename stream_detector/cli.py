@@ -152,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="only this camera's false alarms (repeatable; default: all)")
     t.add_argument("--event", action="append", default=[],
                    help="only this event's clip (an id; repeatable; default: every false alarm)")
+    t.add_argument("--false-alarms-per-hour", type=positive, default=1.0,
+                   help="the camera's false_alarms_per_hour: the threshold --widen fired aims under")
+    t.add_argument("--widen", choices=["everywhere", "fired"], default="everywhere",
+                   help="everywhere (default): every cue of every cell holds the false alarms; "
+                        "fired: only what carried them over the threshold")
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     t.set_defaults(handler=_tune)
 
@@ -376,9 +381,11 @@ def _tune(args: argparse.Namespace) -> int:
     for event in args.event:
         if not EVENT_ID.fullmatch(event):
             raise UserError(f"--event {event!r}: an event id is 1-64 letters, digits, '_' or '-'")
-    report = tune(args.model, args.store, args.out, args.camera, args.device, events=args.event)
+    report = tune(args.model, args.store, args.out, args.camera, args.device, events=args.event,
+                  false_alarms_per_hour=args.false_alarms_per_hour, widen=args.widen)
     print(f"wrote {report.out_dir}: {len(report.events)} false alarm(s), {report.frames} frames; "
-          f"{report.cells_widened} cell baselines widened (x{report.scale_growth:.2f} on average)")
+          f"{report.cells_widened} (cue, cell) baselines widened (x{report.scale_growth:.2f} on "
+          f"average)")
     return 0
 
 

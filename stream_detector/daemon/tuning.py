@@ -277,7 +277,8 @@ class Tuner(threading.Thread):
         and OpenCV; None, or why it failed."""
         cmd = ["chrt", "--idle", "0", sys.executable, "-m", "stream_detector", "tune",
                "--model", todo.source, "--store", self.storage, "--out", str(out),
-               "--camera", todo.camera, "--device", "cpu"]
+               "--camera", todo.camera, "--device", "cpu", "--false-alarms-per-hour",
+               repr(self.cameras()[todo.camera].false_alarms_per_hour)]
         for event in todo.events:
             cmd += ["--event", event]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENCV_FOR_THREADS_NUM": "1"}

@@ -11,6 +11,7 @@ footage, scoring a file, evaluating on labelled video, and measuring speed.
   plots.py       the `eval` report's pictures
   bench.py       speed of each stage and of the live path, in one run (`bench`)
   tune.py        a model's baseline widened by the clips of events marked false_alarm (`tune`)
+  widen.py       which (cue, cell) scales a false alarm needs widened, and how far
   progress.py    progress lines for long work
 """
 

@@ -1,6 +1,7 @@
 """Tuning with verdicts: a baseline only widens, and only as far as the false alarms need; the
 committed model, tuned with one false alarm's clip, no longer alarms on it, and the new directory is
-sealed with its lineage while the old one is left as it was."""
+sealed with its lineage while the old one is left as it was; tuned by what fired, only the (cue,
+cell) scales the lineage names have changed."""
 
 from __future__ import annotations
 
@@ -8,15 +9,14 @@ import hashlib
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
+import pytest
+from conftest import injected_clip, stored_false_alarm
 
-from stream_detector.capture import Injection
 from stream_detector.config import DEFAULT_MODEL
-from stream_detector.messages import Event
-from stream_detector.model import load
+from stream_detector.model import CUES, load
 from stream_detector.offline import clip_scores, tune, widened
-from stream_detector.outputs import EventStore, Reviews, event_payload
+from stream_detector.offline.tune import MARGIN
 
 
 def test_widened_grows_only_the_cells_the_false_alarms_need() -> None:
@@ -34,29 +34,9 @@ def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_clip(src: Path, dst: Path, count: int) -> Path:
-    cap = cv2.VideoCapture(str(src))
-    writer = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (480, 360))
-    disc = Injection(10, count)
-    for i in range(count):
-        ok, frame = cap.read()
-        assert ok
-        writer.write(cv2.resize(disc.apply(frame, i), (480, 360), interpolation=cv2.INTER_AREA))
-    writer.release()
-    cap.release()
-    return dst
-
-
 def test_a_tuned_model_no_longer_alarms_on_its_false_alarm(tmp_path: Path, vtest: Path) -> None:
-    clip = write_clip(vtest, tmp_path / "fa.avi", 60)
-    store = EventStore(tmp_path / "events.sqlite")
-    for kind, end in (("start", None), ("end", 1006.0)):
-        ev = Event("fa1", "demo", kind, 1000.0, 0.0, end, end, 30.0, 1, None, 2.0)
-        store.append(ev, event_payload(ev, None, host="cam-host",
-                                       clip=str(clip) if end else None,
-                                       clip_start=1000.0 if end else None))
-    Reviews(store).set("fa1", "false_alarm", "test")
-    store.close()
+    clip = injected_clip(vtest, tmp_path / "fa.avi", 60)
+    stored_false_alarm(tmp_path / "events.sqlite", "fa1", "demo", clip)
     parent = sha256_of(DEFAULT_MODEL / "model.pt")
     report = tune(DEFAULT_MODEL, tmp_path, tmp_path / "tuned")
     assert report.events == ["fa1"] and report.frames == 60 - 7 and report.cells_widened > 0
@@ -69,3 +49,32 @@ def test_a_tuned_model_no_longer_alarms_on_its_false_alarm(tmp_path: Path, vtest
     lineage = json.loads((tmp_path / "tuned" / "metadata.json").read_text())["lineage"]
     assert lineage["parent_model_sha256"] == parent and lineage["events"] == ["fa1"]
     assert sha256_of(DEFAULT_MODEL / "model.pt") == parent  # the old model stays for rollback
+    assert lineage["method"].startswith("per-cell baseline scale widened")  # the default
+
+
+def test_targeted_tuning_widens_only_what_carried_the_false_alarm(tmp_path: Path,
+                                                                    vtest: Path) -> None:
+    clip = injected_clip(vtest, tmp_path / "fa.avi", 60)
+    stored_false_alarm(tmp_path / "events.sqlite", "fa1", "demo", clip)
+    report = tune(DEFAULT_MODEL, tmp_path, tmp_path / "tuned", widen="fired")
+    before, after = load(DEFAULT_MODEL, "cpu"), load(tmp_path / "tuned", "cpu")
+    threshold = before.threshold(1.0)
+    lineage = json.loads((tmp_path / "tuned" / "metadata.json").read_text())["lineage"]
+    # The scales the lineage names grew by its factors, every other stayed as it was.
+    target = lineage["threshold"]["target"]
+    assert target == pytest.approx(MARGIN * threshold)
+    old_scale = before.module.scale.numpy()
+    new_scale = after.module.scale.numpy()
+    named = np.zeros(old_scale.shape, bool)
+    for pair in lineage["widened"]:
+        k, (y, x) = CUES.index(pair["cue"]), pair["cell"]
+        named[k, y, x] = True
+        assert new_scale[k, y, x] / old_scale[k, y, x] == pytest.approx(pair["factor"], rel=1e-3)
+    assert named.sum() == report.cells_widened > 0
+    assert (new_scale[~named] == old_scale[~named]).all()
+    unweighted = [k for k, w in enumerate(before.module.weights.tolist()) if w == 0]
+    assert unweighted and not named[unweighted].any()  # a cue that does not count cannot cause
+    blanket = tune(DEFAULT_MODEL, tmp_path, tmp_path / "blanket", widen="everywhere")
+    assert report.cells_widened < blanket.cells_widened
+    peaks = lineage["peak_scores"]
+    assert peaks[0]["before"] > threshold and peaks[0]["after"] <= target + 1e-3
