@@ -3,7 +3,8 @@
 Threads, one job each: a capture loop per camera (frames and stream-state messages into its queue),
 the inference worker (scores every camera, no I/O), the writer ("emitter": payloads, snapshots,
 the event store, retention), the publisher (store -> sinks, in order), paho's network thread, the
-HTTP server and, with [tune] enabled, the tuner. Each beats a heartbeat; /healthz and systemd's watchdog see the critical ones.
+HTTP server and, with [tune] enabled, the tuner. Each but the tuner beats a heartbeat; /healthz and
+systemd's watchdog see the critical ones.
 """
 
 from __future__ import annotations
@@ -238,8 +239,7 @@ class Daemon:
                 return  # removed by a reload meanwhile
             key = (directory, self.cfg.device)
             model = self._models.get(key) or load_camera_model(
-                f"cameras.{camera}.model", directory, self.cfg.device, "tune",
-                self.cfg.inference.precision)
+                f"cameras.{camera}.model", directory, *key[1:], "tune", self.cfg.inference.precision)
             self._models[key] = model
             cam = with_model(cam, name, directory)
             self.cfg = replace(self.cfg, cameras={**self.cfg.cameras, camera: cam})
