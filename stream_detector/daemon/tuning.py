@@ -75,9 +75,11 @@ def write_pointer(root: Path, pointer: Pointer) -> None:
 
 def signature_of(model_dir: str) -> str | None:
     """A model directory's seal as its metadata says (None: unreadable); load() checks it fully."""
+    from stream_detector.model import read_metadata  # imports torch: only when tuning
+
     try:
-        return str(json.loads((Path(model_dir) / "metadata.json").read_text())["signature"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return str(read_metadata(Path(model_dir))["signature"])
+    except (ModelError, KeyError):
         return None
 
 
